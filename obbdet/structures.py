@@ -1,0 +1,71 @@
+"""The records that flow between modules.
+
+``ImageLabels``: one image's objects as read from or written to a label file (class names as strings);
+used by formats, eval, tools and infer. ``Sample``: what a dataset importer yields (class indices into the
+registry's unified list); used by the registry, augmentation and training. Boxes are always ``xywha``
+le90 (see ``obbdet.boxes``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from obbdet.boxes import BOX_DIM
+
+
+@dataclass
+class ImageLabels:
+    """Objects of one image.
+
+    boxes: ``[N, 5]`` float64 xywha (le90, radians, pixels).
+    classes: N class names.
+    scores: ``[N]`` float64 for detections, None for ground truth.
+    difficult: ``[N]`` bool; ignore: ``[N]`` bool (disabled markers, dropped from ground truth by eval).
+    heading: ``[N]`` float64 radians in ``[-pi, pi)`` with NaN where unknown, or None.
+    aabb: ``[N, 4]`` float64 ``[x_min, y_min, x_max, y_max]`` when the source format is axis-aligned
+        (kept exactly, for axis-aligned IoU conventions), else None.
+    extras: per object, the unknown keys of the source record (preserved by tools that rewrite files).
+    """
+
+    image: str | None = None
+    width: int | None = None
+    height: int | None = None
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, BOX_DIM), np.float64))
+    classes: list[str] = field(default_factory=list)
+    scores: np.ndarray | None = None
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    ignore: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    heading: np.ndarray | None = None
+    aabb: np.ndarray | None = None
+    extras: list[dict] | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass
+class Sample:
+    """One training/validation image as an importer yields it (the registry's sample contract).
+
+    boxes: ``[N, 5]`` float32 xywha (le90, radians, pixels of this image).
+    labels: ``[N]`` int64 indices into the registry's unified class list.
+    difficult: ``[N]`` bool.
+    heading: ``[N]`` float32 radians in ``[-pi, pi)`` (NaN where unknown) or None.
+    aabb_only: the source labels carry no angle (e.g. VAID): the angle loss is masked, never faked as 0.
+    source: the dataset name the sample came from.
+    """
+
+    image_path: str
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    source: str = ""
+    aabb_only: bool = False
+    heading: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
