@@ -160,6 +160,7 @@ def _poly_to_xywha_numpy(polys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a = np.where(all_coincident, 0.0, a)
     boxes = normalize_xywha(np.stack([cx, cy, w, h, a], axis=-1))
     degenerate = all_coincident | (boxes[:, 3] <= 1e-12 * np.maximum(boxes[:, 2], 1.0))
+    boxes[degenerate, 3] = 0.0  # collinear points leave rounding noise, not a real width
     return boxes, degenerate
 
 

@@ -40,8 +40,26 @@ class ImageLabels:
     aabb: np.ndarray | None = None
     extras: list[dict] | None = None
 
+    def __post_init__(self):
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, BOX_DIM)
+        n = len(self.boxes)
+        if len(self.classes) != n:
+            raise ValueError(f"ImageLabels: {n} boxes but {len(self.classes)} classes")
+        self.difficult = _flags_or_default(self.difficult, n, "difficult")
+        self.ignore = _flags_or_default(self.ignore, n, "ignore")
+
     def __len__(self) -> int:
         return len(self.boxes)
+
+
+def _flags_or_default(flags, n: int, name: str) -> np.ndarray:
+    """A ``[n]`` bool array: ``flags`` as given, or all False when left at the empty default."""
+    flags = np.asarray(flags, dtype=bool).reshape(-1)
+    if len(flags) == 0:
+        return np.zeros(n, bool)
+    if len(flags) != n:
+        raise ValueError(f"ImageLabels: {n} boxes but {len(flags)} {name} flags")
+    return flags
 
 
 @dataclass
