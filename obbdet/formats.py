@@ -6,7 +6,8 @@ offending text. Numpy only: importing this module never imports torch.
 
 Formats
 - ``obb_json``: one JSON file per image (architecture notes). Objects give ``cx, cy, length, width, angle``
-  (degrees, ``[-90, 90)``) or ``poly`` (4 corners). ``heading``, when present, is in degrees too.
+  (degrees, ``[-90, 90)``) or ``poly`` (4 corners). ``heading``, when present, is in degrees too. Sizes must
+  be positive; zero is accepted only on ``difficult`` objects (zero-area DOTA labels written back).
 - ``dota``: ``x1 y1 x2 y2 x3 y3 x4 y4 class difficult`` (ground truth) or ``... class score`` (detections);
   lines with fewer than 9 tokens are ``key:value`` headers (``imagesource:``, ``gsd:``); a missing difficult is
   0; difficult 2 (cut by the DOTA splitter) counts as difficult. Zero-area polygons (the splitter leaves some on
@@ -216,18 +217,23 @@ def _obb_json_boxes(rows, from_poly, objects, path) -> np.ndarray:
     xywha_idx = [i for i, p in enumerate(from_poly) if not p]
     if xywha_idx:
         raw = np.asarray([rows[i] for i in xywha_idx], dtype=np.float64)
-        bad = np.flatnonzero((raw[:, 2] <= 0) | (raw[:, 3] <= 0))
+        # zero size is valid only on difficult ground truth (DOTA's zero-area patch-edge objects, written back)
+        difficult = np.asarray([objects[i].get("difficult", False) is True for i in xywha_idx])
+        bad = np.flatnonzero((raw[:, 2] < 0) | (raw[:, 3] < 0) | (((raw[:, 2] == 0) | (raw[:, 3] == 0)) & ~difficult))
         if len(bad):
             i = xywha_idx[bad[0]]
-            raise LabelFormatError(path, "length and width must be > 0", obj_index=i, text=json.dumps(objects[i]))
+            reason = "length and width must be > 0 (zero only on difficult objects)"
+            raise LabelFormatError(path, reason, obj_index=i, text=json.dumps(objects[i]))
         from obbdet.boxes import normalize_xywha
 
         boxes[xywha_idx] = normalize_xywha(raw)
     if poly_idx:
         fitted, zero_area = _fit_polys([rows[i] for i in poly_idx])
-        if zero_area.any():
-            i = poly_idx[int(np.flatnonzero(zero_area)[0])]
-            raise LabelFormatError(path, "polygon has zero area", obj_index=i, text=json.dumps(objects[i]))
+        poly_difficult = np.asarray([objects[i].get("difficult", False) is True for i in poly_idx])
+        if (zero_area & ~poly_difficult).any():
+            i = poly_idx[int(np.flatnonzero(zero_area & ~poly_difficult)[0])]
+            raise LabelFormatError(path, "polygon has zero area (allowed only on difficult objects)",
+                                   obj_index=i, text=json.dumps(objects[i]))
         boxes[poly_idx] = fitted
     return boxes
 

@@ -202,3 +202,11 @@ def test_odm_sample_folder(fixtures_dir):
 def test_unknown_format_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="valid formats: obb_json, dota"):
         read_label_folder(tmp_path, "kitti")
+
+
+def test_zero_area_dota_objects_survive_obb_json(tmp_path, fixtures_dir):
+    labels = read_dota(fixtures_dir / "dota" / "labelTxt" / "P1478__1__853___962.txt")
+    write_obb_json(tmp_path / "p.json", labels)
+    back = read_obb_json(tmp_path / "p.json")
+    assert len(back) == 295 and (back.boxes[:, 3] == 0).sum() == 2
+    np.testing.assert_array_equal(back.difficult, labels.difficult)
