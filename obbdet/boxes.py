@@ -233,9 +233,10 @@ def xywha_to_oc(boxes):
     boxes = normalize_xywha(boxes)
     xp = _xp(boxes)
     cx, cy, w, h, a = (boxes[..., i] for i in range(BOX_DIM))
-    # a in [-pi/2, 0]: turn the frame by +90 deg, which swaps the roles of the sides
-    turn = a <= 0
-    angle = xp.where(turn, a + HALF_PI, a)
+    # a in (-pi/2, 0]: turn the frame by +90 deg, which swaps the roles of the sides;
+    # a == -pi/2 is the same direction as +pi/2, so it keeps its sides
+    turn = (a > -HALF_PI) & (a <= 0)
+    angle = xp.where(turn, a + HALF_PI, xp.where(a <= -HALF_PI, a + math.pi, a))
     side_w = xp.where(turn, h, w)
     side_h = xp.where(turn, w, h)
     return xp.stack([cx, cy, side_w, side_h, angle], axis=-1)
@@ -298,3 +299,40 @@ def dlr3k_to_xywha(rows, angle_sign: float = -1.0):
 def heading_to_xywha_angle(heading):
     """The le90 box angle of a long side pointing along ``heading`` (radians, ``[-pi, pi)``)."""
     return wrap_angle(heading)
+
+
+def clip_polys_to_rect(polys, x_min: float, y_min: float, x_max: float, y_max: float):
+    """Clip convex polygons ``[N, P, 2]`` to the rectangle ``[x_min, x_max] x [y_min, y_max]``.
+
+    Returns ``(clipped [N, Q, 2] float64, area_clipped [N], area [N])``: each clipped polygon's vertices,
+    padded to a common ``Q`` by repeating its last vertex (so :func:`poly_to_xywha` fits it unchanged); a
+    polygon entirely outside gives ``Q`` copies of its clamped centre and area 0. Numpy only (shapely's
+    vectorized ``clip_by_rect``, imported here so that importing this module stays light).
+    """
+    import shapely
+
+    polys = np.asarray(polys, dtype=np.float64)
+    if polys.ndim != 3 or polys.shape[-1] != POINT_DIM:
+        raise ValueError(f"clip_polys_to_rect: expected shape [N, P, 2], got {polys.shape}")
+    n = len(polys)
+    if n == 0:
+        return np.zeros((0, polys.shape[1], POINT_DIM)), np.zeros(0), np.zeros(0)
+    closed = np.concatenate([polys, polys[:, :1]], axis=1)
+    geoms = shapely.polygons(closed)
+    area = shapely.area(geoms)
+    clipped = shapely.clip_by_rect(geoms, x_min, y_min, x_max, y_max)
+    area_clipped = shapely.area(clipped)
+    # exterior rings only: a convex polygon clipped by a rectangle is one convex polygon (or empty)
+    rings = shapely.get_exterior_ring(clipped)
+    coords, index = shapely.get_coordinates(rings, return_index=True)
+    counts = np.bincount(index, minlength=n)
+    q = max(int(counts.max()) - 1, polys.shape[1]) if len(coords) else polys.shape[1]
+    out = np.empty((n, q, POINT_DIM))
+    centre = polys.mean(axis=1)
+    out[:] = np.clip(centre, [x_min, y_min], [x_max, y_max])[:, None, :]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for i in np.flatnonzero(counts > 1):
+        ring = coords[starts[i]:starts[i] + counts[i] - 1]  # drop the closing vertex
+        out[i, :len(ring)] = ring
+        out[i, len(ring):] = ring[-1]
+    return out, area_clipped, area
