@@ -1,0 +1,239 @@
+"""``python -m eval.pascalvoc``: OBB mAP per IoU threshold, per-class tables, COCO-style summary, calibration.
+
+Flags follow Object-Detection-Metrics' ``pascalvoc.py`` (``-gt -det -gtformat -detformat -t -gtcoords
+-detcoords -imgsize -sp -np``) plus OBB-specific ones. Never prompts, never deletes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from eval.ap import AP_METHODS
+from eval.errors import (
+    EXIT_CODES_HELP, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog,
+)
+from eval.rules import COMPAT_MODES
+
+FORMATS = ("obb_json", "dota", "dota_task1", "xywh", "xyrb", "yolo_obb")
+
+EPILOG = f"""matching (default): per class and IoU threshold t, detections of all images sorted by score (stable:
+  ties keep file-name order, then line order); each takes the GT of its image with the highest IoU (first on
+  ties) whether or not already matched: IoU >= t -> TP if that GT is unmatched and not difficult, ignored if it
+  is difficult, FP if already matched; else FP. Exact rotated IoU in float64. mAP = mean AP over classes with
+  ground truth; 50-95 = mean mAP over np.linspace(0.5, 0.95, 10). Detections of images without a GT file
+  and classes only in detections are false positives (warned about).
+
+formats:
+  obb_json    one JSON file per image (the project's interchange format)
+  dota        DOTA label files: x1 y1 .. x4 y4 class difficult (detections: class score)
+  dota_task1  detections only: DOTA devkit Task1_<class>.txt files (image_id score x1 y1 .. x4 y4)
+  xywh, xyrb  Object-Detection-Metrics text: GT 'cls x y w h', detections 'cls score x y w h'
+              (xyrb: left top right bottom); -gtcoords/-detcoords rel needs -imgsize
+  yolo_obb    ultralytics OBB: class_index + 8 normalized corner coordinates (needs --classes and
+              -imgsize, or width/height in obb_json ground truth)
+
+examples:
+  python -m eval.pascalvoc -gt labels/ -det detections/
+  python -m eval.pascalvoc -gt gt/ -det det/ -gtformat dota -detformat dota --compat dota -t 0.5
+  python -m eval.pascalvoc -gt gt/ -det det/ --width-scales 1.0,0.938,0.923 --calibrate -sp results/
+
+{EXIT_CODES_HELP}"""
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not (v > 0 and v < float("inf")) for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected W,H (e.g. 1920,1080), got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
+    return width, height
+
+
+def _range(text: str) -> tuple[float, float]:
+    values = _float_list(text)
+    if len(values) != 2 or values[0] >= values[1]:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH with LOW < HIGH, got {text!r}")
+    return values[0], values[1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.pascalvoc", description=__doc__.split("\n")[0].split(": ", 1)[1],
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    io = parser.add_argument_group("inputs")
+    io.add_argument("-gt", "--gtfolder", required=True, help="folder of ground-truth files")
+    io.add_argument("-det", "--detfolder", required=True, help="folder of detection files")
+    io.add_argument("-gtformat", "--gtformat", default="obb_json", choices=FORMATS, help="default: obb_json")
+    io.add_argument("-detformat", "--detformat", default="obb_json", choices=FORMATS, help="default: obb_json")
+    io.add_argument("-gtcoords", "--gtcoords", default="abs", choices=("abs", "rel"),
+                    help="xywh/xyrb: absolute pixels or relative (cx cy w h normalized); default abs")
+    io.add_argument("-detcoords", "--detcoords", default="abs", choices=("abs", "rel"))
+    io.add_argument("-imgsize", "--imgsize", type=_image_size, default=None, metavar="W,H",
+                    help="image size for relative coordinates and yolo_obb")
+    io.add_argument("--classes", default=None, metavar="A,B,...",
+                    help="evaluate only these classes, in this order (also yolo_obb's class index order)")
+    rules = parser.add_argument_group("rules")
+    rules.add_argument("-t", "--threshold", type=float, default=None,
+                       help="evaluate one IoU threshold (instead of --iou-thresholds)")
+    rules.add_argument("--iou-thresholds", default=None, metavar="SPEC",
+                       help="'start:stop:step' or 'a,b,c'; default 0.50:0.95:0.05")
+    rules.add_argument("--ap", choices=AP_METHODS, default=None,
+                       help="voc: every point (default); voc07: 11 point; coco: 101 point")
+    rules.add_argument("--compat", choices=COMPAT_MODES, default=None,
+                       help="odm: Object-Detection-Metrics (+1 px box IoU); dota: DOTA devkit (IoU > t, 11 point, "
+                            "all classes); coco: pycocotools (best unmatched GT, 101 point, maxDets)")
+    rules.add_argument("--max-dets", type=_int_list, default=None, metavar="K,...",
+                       help="maxDets of the COCO-style summary (default 100,300,1000)")
+    rules.add_argument("--strict", action="store_true",
+                       help="treat warnings (e.g. classes only in detections) as errors (exit code 4)")
+    scale = parser.add_argument_group("width/length scaling")
+    scale.add_argument("--width-scales", type=_float_list, default=[1.0], metavar="F,...",
+                       help="factors for the detections' short side, one table row each (first = reference)")
+    scale.add_argument("--length-scales", type=_float_list, default=None, metavar="F,...",
+                       help="factors for the long side (rows: every width x length combination)")
+    scale.add_argument("--calibrate", action="store_true", help="search the width factor maximising mAP50-95")
+    scale.add_argument("--calibrate-length", action="store_true", help="with --calibrate: search the length too")
+    scale.add_argument("--calibrate-range", type=_range, default=None, metavar="LOW,HIGH",
+                       help="width factors searched (default 0.70,1.10)")
+    out = parser.add_argument_group("output")
+    out.add_argument("-sp", "--savepath", default=None, help="write results.json, results.txt and plots here")
+    out.add_argument("-np", "--noplot", action="store_true", help="no PNG plots (with --savepath)")
+    out.add_argument("--no-per-class", action="store_true", help="do not print the per-class tables")
+    out.add_argument("-q", "--quiet", action="store_true", help="print only warnings and the SUMMARY line")
+    return parser
+
+
+class _WarningCounter(logging.Handler):
+    """Routes library warnings (e.g. zero-area polygons) into the run's warning log."""
+
+    def __init__(self, warnings: WarningLog):
+        super().__init__(logging.WARNING)
+        self.warnings = warnings
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # one line per kind of message (its template), with the first occurrence and a count
+        self.warnings.add(f"log-{record.name}-{record.msg}", record.getMessage())
+
+
+def _run(args) -> int:
+    from eval.api import evaluate
+    from eval.calibration import WIDTH_RANGE
+    from eval.loading import load_folder
+    from eval.report import format_tables, summary_line
+
+    start = time.perf_counter()
+    if args.threshold is not None and args.iou_thresholds is not None:
+        raise EvalInputError("give either -t/--threshold or --iou-thresholds, not both", EXIT_USAGE)
+    if args.calibrate_length and not args.calibrate:
+        raise EvalInputError("--calibrate-length needs --calibrate", EXIT_USAGE)
+    thresholds = args.threshold if args.threshold is not None else args.iou_thresholds
+    if args.savepath:
+        _prepare_output(Path(args.savepath))
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    warnings = WarningLog(strict=args.strict)
+    handler = _WarningCounter(warnings)
+    library_logger = logging.getLogger("obbdet")
+    library_logger.addHandler(handler)
+    propagate, library_logger.propagate = library_logger.propagate, False  # counted, printed once below
+    try:
+        gt, gt_sources = load_folder(args.gtfolder, args.gtformat, detections=False, warnings=warnings,
+                                     coords=args.gtcoords, image_size=args.imgsize, class_names=classes)
+        sizes = {k: (v.width, v.height) for k, v in gt.items() if v.width and v.height}
+        det, det_sources = load_folder(args.detfolder, args.detformat, detections=True, warnings=warnings,
+                                       coords=args.detcoords, image_size=args.imgsize, image_sizes=sizes,
+                                       class_names=classes)
+    finally:
+        library_logger.removeHandler(handler)
+        library_logger.propagate = propagate
+    result = evaluate(gt, det, iou_thresholds=thresholds, ap_method=args.ap, compat=args.compat,
+                      width_scales=args.width_scales, length_scales=args.length_scales, classes=classes,
+                      max_dets=args.max_dets, calibrate=args.calibrate, calibrate_length=args.calibrate_length,
+                      calibrate_width_range=args.calibrate_range or WIDTH_RANGE,
+                      keep_curves=bool(args.savepath) and not args.noplot, strict=args.strict,
+                      gt_sources=gt_sources, det_sources=det_sources)
+    result.warnings = warnings.lines() + result.warnings
+    for line in result.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    tables = format_tables(result, per_class=not args.no_per_class)
+    elapsed = time.perf_counter() - start
+    timing = f"Evaluation time: {elapsed:.3f} s ({result.counts['images']} images, {result.counts['gt']} GT, " \
+             f"{result.counts['det']} detections, {len(result.iou_thresholds)} thresholds, " \
+             f"{len(result.settings)} setting(s))"
+    if not args.quiet:
+        print(tables)
+        print()
+    print(summary_line(result))
+    if not args.quiet:
+        print(timing)
+    if args.savepath:
+        _save(result, Path(args.savepath), tables + "\n\n" + summary_line(result) + "\n" + timing, args.noplot)
+    return EXIT_OK
+
+
+def _prepare_output(folder: Path) -> None:
+    """Fail before evaluating when the output folder cannot be created."""
+    if folder.exists() and not folder.is_dir():
+        raise EvalInputError(f"{folder}: --savepath exists and is not a folder", EXIT_OUTPUT)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalInputError(f"{folder}: cannot create the --savepath folder ({exc.strerror or exc})",
+                             EXIT_OUTPUT) from None
+
+
+def _save(result, folder: Path, text: str, no_plot: bool) -> None:
+    from eval.report import plot_calibration, plot_pr_curves, write_results
+
+    try:
+        write_results(result, folder, text)
+        if not no_plot:
+            plot_pr_curves(result, folder)
+            plot_calibration(result, folder)
+    except OSError as exc:
+        raise EvalInputError(f"{folder}: cannot write results ({exc.strerror or exc})", EXIT_OUTPUT) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see ``--help``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), message already printed
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return _run(args)
+    except EvalInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # output piped into e.g. `head`
+        sys.stderr.close()
+        sys.exit(EXIT_OK)
