@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from obbdet.boxes import BOX_DIM
+from obbdet.boxes import BOX_DIM, xywha_to_aabb
 from obbdet.structures import ImageLabels
 
 from eval.errors import EXIT_USAGE, EvalInputError
@@ -70,14 +70,23 @@ def _axis(labels: ImageLabels) -> np.ndarray:
 def _iou_matrix(gt: ImageLabels, det: ImageLabels, mode: str) -> np.ndarray:
     """IoU ``[G, D]`` of every GT/detection pair under the IoU convention ``mode``."""
     n_gt, n_det = len(gt), len(det)
-    gi, dj = np.meshgrid(np.arange(n_gt), np.arange(n_det), indexing="ij")
     gt_boxes = np.asarray(gt.boxes, dtype=np.float64).reshape(-1, BOX_DIM)
     det_boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, BOX_DIM)
     gt_axis, det_axis = _axis(gt), _axis(det)
     if mode == IOU_ODM and (np.isnan(gt_axis[:, 0]).any() or np.isnan(det_axis[:, 0]).any()):
         raise EvalInputError("compat 'odm' needs axis-aligned boxes", EXIT_USAGE)
-    iou = pair_iou(gt_boxes, gt_axis, det_boxes, det_axis, gi.ravel(), dj.ravel(), mode)
-    return iou.reshape(n_gt, n_det)
+    # exact IoU only for pairs whose bounds overlap (dense scenes: a few per detection, not G x D);
+    # the +1 pixel convention makes boxes up to one pixel apart overlap
+    slack = 1.0 if mode == IOU_ODM else 0.0
+    gt_bounds, det_bounds = xywha_to_aabb(gt_boxes), xywha_to_aabb(det_boxes)
+    overlap = ((gt_bounds[:, None, 0] <= det_bounds[None, :, 2] + slack)
+               & (det_bounds[None, :, 0] <= gt_bounds[:, None, 2] + slack)
+               & (gt_bounds[:, None, 1] <= det_bounds[None, :, 3] + slack)
+               & (det_bounds[None, :, 1] <= gt_bounds[:, None, 3] + slack))
+    gi, dj = np.nonzero(overlap)
+    iou = np.zeros((n_gt, n_det))
+    iou[gi, dj] = pair_iou(gt_boxes, gt_axis, det_boxes, det_axis, gi, dj, mode)
+    return iou
 
 
 def match_image(gt: ImageLabels, det: ImageLabels, iou_threshold: float = 0.5, compat: str | None = None
