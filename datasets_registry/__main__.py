@@ -1,0 +1,42 @@
+"""``python -m datasets_registry CONFIG``: build the registry of a YAML config and print its start-up table."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from datasets_registry.config import build_registry
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m datasets_registry", description=__doc__)
+    parser.add_argument("config", help="registry config (YAML)")
+    parser.add_argument("--no-cache", action="store_true", help="parse every dataset, ignoring the annotation cache")
+    parser.add_argument("--epochs", type=int, default=0, help="also print the per-dataset draws of the first N epochs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        registry = build_registry(args.config, cache=False if args.no_cache else None)
+    except (OSError, ValueError) as exc:  # config errors, malformed labels (file and line), missing folders
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(registry.summary_table())
+    if args.epochs:
+        _print_epochs(registry, args.epochs)
+    return 0
+
+
+def _print_epochs(registry, epochs: int) -> None:
+    import numpy as np
+
+    sampler = registry.sampler()
+    bounds = np.cumsum([0, *registry.train_sizes])
+    names = [r.config.name for r in registry.reports]
+    for epoch in range(epochs):
+        indices = sampler.epoch_indices(epoch)
+        per_dataset = np.bincount(np.searchsorted(bounds, indices, side="right") - 1, minlength=len(names))
+        print(f"epoch {epoch}: " + ", ".join(f"{n} {c}" for n, c in zip(names, per_dataset)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

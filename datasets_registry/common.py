@@ -1,0 +1,469 @@
+"""Building blocks shared by the importers.
+
+The importer contract (documented once, here)
+---------------------------------------------
+An importer is ``load_<kind>(root, *, strict=True, summary=None, **format_options) -> list[Sample]``:
+
+* ``boxes`` ``[N, 5]`` float32 xywha le90 (radians, pixels of the image as the loader will deliver it);
+* ``labels`` ``[N]`` int64 indices into ``sample.meta['classes']``, the dataset's **native** class names
+  (a tuple shared by every sample of one import; dirty spellings already normalized). Mapping onto the
+  registry's unified taxonomy is a separate step (:func:`datasets_registry.classes.apply_class_map`), so
+  a cached parse serves every mapping;
+* ``difficult`` ``[N]`` bool, ``heading`` ``[N]`` float32 radians in ``[-pi, pi)`` (NaN where unknown) or
+  None, ``aabb_only`` when the source has no angle;
+* ``meta`` keys starting with ``obj_`` are per-object arrays (first axis N) that follow the objects through
+  class mapping (e.g. ``obj_aabb``); ``crop = (x0, y0, x1, y1)`` asks the loader to crop the decoded image
+  to ``image[y0:y1, x0:x1]`` (as :func:`obbdet.data.load_image_rgb` does); ``label_path`` names the
+  source file.
+
+``strict=True`` raises :class:`~obbdet.formats.LabelFormatError` at the first malformed line or element
+(file and line named); ``strict=False`` skips that line/element only, and counts it in the
+:class:`ImportSummary` (``summary.skipped``) with the same one-line message. Quirks a dataset is known to
+have (DroneVehicle ``<point>`` objects, VEDAI geometry-less lines, DLR-3K dashed lines) are skipped in both
+modes, and counted too: no object disappears without a count.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import xml.parsers.expat as expat
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+from xml.etree import ElementTree
+
+import numpy as np
+
+from obbdet.boxes import BOX_DIM, CORNERS, POINT_DIM, poly_to_xywha
+from obbdet.formats import IMAGE_EXTENSIONS, LabelFormatError
+from obbdet.structures import ImageLabels, Sample
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGES = 50  # one-line reports kept per import (all skips are counted regardless)
+MAX_LOGGED = 10  # skip reports logged individually before the summary takes over
+
+
+# ---------------------------------------------------------------------------------------------------
+# Import summary
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class ImportSummary:
+    """What one import read, kept and skipped.
+
+    ``skipped`` counts skipped objects/lines/files by reason; ``notes`` counts noteworthy things that lose
+    nothing (zero-area boxes kept as difficult, images without label files); ``messages`` keeps the first
+    ``MAX_MESSAGES`` one-line reports. ``files`` maps every file the import read to ``(size, mtime_ns)``
+    and ``dirs`` every folder it listed to its ``mtime_ns``; the annotation cache uses both to tell when a
+    parse is stale.
+    """
+
+    dataset: str = ""
+    images: int = 0
+    objects: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)
+    messages: list[str] = field(default_factory=list)
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)
+    dirs: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str, message: str, count: int = 1) -> None:
+        """Count ``count`` skipped items under ``reason`` and keep/log the one-line ``message``."""
+        self.skipped[reason] += count
+        self._remember(message)
+
+    def note(self, reason: str, message: str | None = None, count: int = 1) -> None:
+        """Count something worth reporting that loses nothing."""
+        self.notes[reason] += count
+        if message is not None:
+            self._remember(message)
+
+    def error(self, err: LabelFormatError, strict: bool, reason: str = "malformed") -> None:
+        """Raise ``err`` in strict mode; otherwise count it as one skipped item."""
+        if strict:
+            raise err
+        self.skip(reason, str(err))
+
+    def _remember(self, message: str) -> None:
+        total = sum(self.skipped.values()) + sum(self.notes.values())
+        if len(self.messages) < MAX_MESSAGES:
+            self.messages.append(message)
+        if total <= MAX_LOGGED:
+            logger.warning("%s", message)
+
+    def track_file(self, path) -> None:
+        """Record a source file (size, mtime) for cache validation."""
+        stat = os.stat(path)
+        self.files[str(path)] = (stat.st_size, stat.st_mtime_ns)
+
+    def track_dir(self, path) -> None:
+        """Record a listed folder (its mtime changes when entries are added, removed or renamed)."""
+        self.dirs[str(path)] = os.stat(path).st_mtime_ns
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def format(self) -> str:
+        """One paragraph: counts, then the skip and note reasons."""
+        text = f"{self.dataset or 'import'}: {self.images} images, {self.objects} objects"
+        if self.skipped:
+            text += "; skipped " + ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
+        if self.notes:
+            text += "; notes: " + ", ".join(f"{n} {reason}" for reason, n in sorted(self.notes.items()))
+        return text
+
+    def log(self) -> None:
+        level = logging.WARNING if self.skipped else logging.INFO
+        logger.log(level, "%s", self.format())
+        if self.skipped and sum(self.skipped.values()) > MAX_LOGGED:
+            logger.warning("%s: first reports:\n  %s", self.dataset, "\n  ".join(self.messages[:MAX_LOGGED]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Samples with a native class vocabulary
+# ---------------------------------------------------------------------------------------------------
+
+class SampleBuilder:
+    """Collects one dataset's images into :class:`Sample` records with native class names.
+
+    ``native_classes`` fixes the order of the known names; names met later are appended in order of first
+    appearance (file order is sorted, so the vocabulary is deterministic). :meth:`finish` gives every
+    sample the same ``meta['classes']`` tuple.
+    """
+
+    def __init__(self, source: str, summary: ImportSummary, native_classes: Sequence[str] = ()):
+        self.source = source
+        self.summary = summary
+        self.classes: list[str] = list(native_classes)
+        self._index = {name: i for i, name in enumerate(self.classes)}
+        self.samples: list[Sample] = []
+
+    def class_index(self, name: str) -> int:
+        index = self._index.get(name)
+        if index is None:
+            index = self._index[name] = len(self.classes)
+            self.classes.append(name)
+        return index
+
+    def add(self, image_path, width: int, height: int, boxes, class_names: Sequence[str], *,
+            difficult=None, heading=None, aabb_only: bool = False, meta: dict | None = None) -> Sample:
+        """Append one image. ``boxes`` ``[N, 5]`` xywha le90; ``heading`` ``[N]`` radians or None."""
+        n = len(class_names)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(n, BOX_DIM)
+        labels = np.fromiter((self.class_index(c) for c in class_names), dtype=np.int64, count=n)
+        difficult = np.zeros(n, bool) if difficult is None else np.asarray(difficult, dtype=bool).reshape(n)
+        if heading is not None:
+            heading = np.asarray(heading, dtype=np.float32).reshape(n)
+            if np.isnan(heading).all():
+                heading = None
+        sample = Sample(image_path=str(image_path), width=int(width), height=int(height), boxes=boxes,
+                        labels=labels, difficult=difficult, source=self.source, aabb_only=aabb_only,
+                        heading=heading, meta=dict(meta or {}))
+        self.samples.append(sample)
+        self.summary.images += 1
+        self.summary.objects += n
+        return sample
+
+    def add_labels(self, image_path, width: int, height: int, labels: ImageLabels, *, aabb_only: bool = False,
+                   meta: dict | None = None) -> Sample:
+        """Append one image from an :class:`ImageLabels` (objects flagged ``ignore`` are dropped and counted)."""
+        keep = ~np.asarray(labels.ignore, dtype=bool) if len(labels) else np.zeros(0, bool)
+        if len(labels) and not keep.all():
+            self.summary.note("ignore-flagged objects dropped", count=int((~keep).sum()))
+        meta = dict(meta or {})
+        if labels.aabb is not None:
+            meta["obj_aabb"] = np.asarray(labels.aabb, dtype=np.float32)[keep]
+        heading = None if labels.heading is None else np.asarray(labels.heading)[keep]
+        return self.add(image_path, width, height, np.asarray(labels.boxes)[keep],
+                        [c for c, k in zip(labels.classes, keep) if k], difficult=np.asarray(labels.difficult)[keep],
+                        heading=heading, aabb_only=aabb_only, meta=meta)
+
+    def finish(self) -> list[Sample]:
+        classes = tuple(self.classes)
+        for sample in self.samples:
+            sample.meta["classes"] = classes
+        return self.samples
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files and images
+# ---------------------------------------------------------------------------------------------------
+
+def progress(items, desc: str):
+    """A tqdm bar over ``items`` on a terminal (silent when output is not a TTY)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", disable=None, leave=False, mininterval=1.0)
+
+
+def list_files(folder, suffixes: Iterable[str], summary: ImportSummary) -> list[Path]:
+    """Files of ``folder`` whose name ends with one of ``suffixes`` (case-insensitive), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    suffixes = tuple(s.lower() for s in suffixes)
+    summary.track_dir(folder)
+    with os.scandir(folder) as entries:
+        names = [e.name for e in entries if e.name.lower().endswith(suffixes) and e.is_file()]
+    return [folder / name for name in sorted(names)]
+
+
+def first_dir(base: Path, candidates: Sequence[str], what: str) -> Path:
+    """The first existing ``base / candidate`` folder; FileNotFoundError listing what was tried."""
+    for name in candidates:
+        if (base / name).is_dir():
+            return base / name
+    tried = ", ".join(str(base / c) for c in candidates)
+    raise FileNotFoundError(f"no {what} folder found (tried {tried})")
+
+
+class ImageFolder:
+    """One listing of an image folder: finds an image by stem with any of ``extensions`` (case-insensitive)."""
+
+    def __init__(self, folder, summary: ImportSummary, extensions: Sequence[str] = IMAGE_EXTENSIONS):
+        self.folder = Path(folder)
+        self.summary = summary
+        self._by_stem: dict[str, str] = {}
+        if not self.folder.is_dir():
+            return
+        summary.track_dir(self.folder)
+        rank = {ext.lower(): i for i, ext in enumerate(extensions)}
+        best: dict[str, tuple[int, str]] = {}
+        with os.scandir(self.folder) as entries:
+            for entry in entries:
+                stem, ext = os.path.splitext(entry.name)
+                order = rank.get(ext.lower())
+                if order is not None and (stem not in best or order < best[stem][0]):
+                    best[stem] = (order, entry.name)
+        self._by_stem = {stem: name for stem, (_, name) in best.items()}
+
+    def __len__(self) -> int:
+        return len(self._by_stem)
+
+    def stems(self) -> list[str]:
+        return sorted(self._by_stem)
+
+    def find(self, stem: str) -> Path | None:
+        name = self._by_stem.get(stem)
+        return None if name is None else self.folder / name
+
+
+def image_size(path, summary: ImportSummary) -> tuple[int, int]:
+    """``(width, height)`` of an image, read from its header only (PIL opens lazily)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            size = image.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise LabelFormatError(path, f"cannot read the image header ({exc.__class__.__name__})") from None
+    summary.track_file(path)
+    return int(size[0]), int(size[1])
+
+
+def read_image_size(path, summary: ImportSummary, strict: bool) -> tuple[int, int] | None:
+    """:func:`image_size`, or None after counting an unreadable image in lenient mode."""
+    try:
+        return image_size(path, summary)
+    except LabelFormatError as err:
+        summary.error(err, strict, reason="unreadable images")
+        return None
+
+
+def resolve_image(images: ImageFolder, stem: str, label_path, summary: ImportSummary, strict: bool) -> Path | None:
+    """The image of ``label_path``; a missing image is an error (strict) or a counted skip of the file."""
+    path = images.find(stem)
+    if path is None:
+        summary.error(LabelFormatError(label_path, f"no image '{stem}.*' in {images.folder}"), strict,
+                      reason="files without image")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometry
+# ---------------------------------------------------------------------------------------------------
+
+def fit_polygons(polys, summary: ImportSummary, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fit le90 boxes to polygons ``[N, 4, 2]``; returns (boxes ``[N, 5]`` float64, zero-area mask ``[N]``).
+
+    Zero-area polygons follow the project-wide policy of ``obbdet.formats.read_dota``: kept as zero-size
+    boxes, marked difficult by the caller, counted in ``summary.notes`` and reported with ``where``.
+    """
+    polys = np.asarray(polys, dtype=np.float64).reshape(-1, CORNERS, POINT_DIM)
+    if len(polys) == 0:
+        return np.zeros((0, BOX_DIM)), np.zeros(0, bool)
+    boxes = poly_to_xywha(polys, warn=False)
+    zero_area = boxes[:, 3] <= 1e-12 * np.maximum(boxes[:, 2], 1.0)
+    if zero_area.any():
+        summary.note("zero-area boxes kept as difficult", f"{where}: {int(zero_area.sum())} zero-area polygon(s) "
+                     "kept as zero-size difficult boxes", count=int(zero_area.sum()))
+    return boxes, zero_area
+
+
+# ---------------------------------------------------------------------------------------------------
+# Lenient reading through obbdet.formats
+# ---------------------------------------------------------------------------------------------------
+
+def read_with_formats(reader: Callable[[Path], ImageLabels], path, summary: ImportSummary, strict: bool, *,
+                      json_objects: bool = False) -> ImageLabels | None:
+    """Read one label file with an ``obbdet.formats`` reader; in lenient mode skip only the bad records.
+
+    The readers stop at the first malformed record. Lenient mode counts that record, blanks it (line
+    formats: line numbers stay valid, blank lines are ignored) or removes it (obb_json objects), and reads
+    the edited copy again, until the file reads cleanly. Reports keep the original path and line/object.
+    Returns None when the whole file is unreadable (not text, malformed JSON), which is counted too.
+    """
+    try:
+        return reader(path)
+    except LabelFormatError as err:
+        if strict:
+            raise
+        first = err
+    with tempfile.TemporaryDirectory(prefix="obbdet-lenient-") as tmp:
+        copy = Path(tmp) / Path(path).name
+        editor = _JsonEditor(path) if json_objects else _LineEditor(path)
+        err: LabelFormatError | None = first
+        while err is not None:
+            located = editor.drop(err)
+            if located is None:
+                summary.skip("unreadable files", str(_relocate(err, path, err.line, err.obj_index)))
+                return None
+            summary.skip("malformed", str(_relocate(err, path, *located)))
+            editor.write(copy)
+            try:
+                return reader(copy)
+            except LabelFormatError as again:
+                err = again
+    return None
+
+
+def _relocate(err: LabelFormatError, path, line, obj_index) -> LabelFormatError:
+    return LabelFormatError(path, err.reason, line=line, obj_index=obj_index, text=err.text)
+
+
+class _LineEditor:
+    """Blanks malformed lines of a text label file (objects are the non-blank, non-header lines)."""
+
+    def __init__(self, path):
+        try:
+            self.lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError:
+            self.lines = None
+
+    def drop(self, err: LabelFormatError) -> tuple[int, int | None] | None:
+        if self.lines is None:
+            return None
+        line = err.line
+        if line is None and err.obj_index is not None:
+            object_lines = [i + 1 for i, text in enumerate(self.lines) if len(text.split()) > 1]
+            line = object_lines[err.obj_index] if err.obj_index < len(object_lines) else None
+        if line is None or not 1 <= line <= len(self.lines) or not self.lines[line - 1].strip():
+            return None
+        self.lines[line - 1] = ""
+        return line, None
+
+    def write(self, copy: Path) -> None:
+        copy.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
+
+
+class _JsonEditor:
+    """Removes malformed objects of an obb_json file, remembering their original indices."""
+
+    def __init__(self, path):
+        import json
+
+        self._json = json
+        try:
+            self.doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            self.doc = None
+        objects = self.doc.get("objects") if isinstance(self.doc, dict) else None
+        self.original = list(range(len(objects))) if isinstance(objects, list) else None
+
+    def drop(self, err: LabelFormatError) -> tuple[None, int] | None:
+        if self.original is None or err.obj_index is None or err.obj_index >= len(self.original):
+            return None
+        original_index = self.original.pop(err.obj_index)
+        del self.doc["objects"][err.obj_index]
+        return None, original_index
+
+    def write(self, copy: Path) -> None:
+        copy.write_text(self._json.dumps(self.doc), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------------
+# XML with line numbers (VOC, roLabelImg and DroneVehicle labels)
+# ---------------------------------------------------------------------------------------------------
+
+class XmlDoc:
+    """An ElementTree of one XML file that remembers each element's line, for one-line error reports."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        builder = ElementTree.TreeBuilder()
+        parser = expat.ParserCreate()
+        self._lines: dict[int, int] = {}
+
+        def start(tag, attrs):
+            element = builder.start(tag, attrs)
+            self._lines[id(element)] = parser.CurrentLineNumber
+
+        parser.StartElementHandler = start
+        parser.EndElementHandler = builder.end
+        parser.CharacterDataHandler = builder.data
+        parser.buffer_text = True
+        try:
+            with open(path, "rb") as handle:
+                parser.ParseFile(handle)
+        except expat.ExpatError as exc:
+            raise LabelFormatError(path, f"malformed XML ({expat.errors.messages[exc.code]})",
+                                   line=exc.lineno) from None
+        self.root = builder.close()
+
+    def line(self, element) -> int | None:
+        return self._lines.get(id(element))
+
+    def error(self, element, reason: str, obj_index: int | None = None) -> LabelFormatError:
+        """A LabelFormatError at ``element`` (its line, object index and a short XML snippet)."""
+        snippet = " ".join(ElementTree.tostring(element, encoding="unicode").split())
+        return LabelFormatError(self.path, f"<{element.tag}>: {reason}", line=self.line(element),
+                                obj_index=obj_index, text=snippet)
+
+    def text(self, parent, tag: str, obj_index: int | None = None) -> str:
+        """The stripped text of ``parent``'s child ``tag``; an error when it is missing or empty."""
+        child = parent.find(tag)
+        if child is None or child.text is None or not child.text.strip():
+            raise self.error(parent, f"missing <{tag}>", obj_index)
+        return child.text.strip()
+
+    def number(self, parent, tag: str, obj_index: int | None = None) -> float:
+        """``parent``'s child ``tag`` as a finite float; an error naming the element otherwise."""
+        text = self.text(parent, tag, obj_index)
+        try:
+            value = float(text)
+        except ValueError:
+            raise self.error(parent.find(tag), "not a number", obj_index) from None
+        if not np.isfinite(value):
+            raise self.error(parent.find(tag), "not finite", obj_index)
+        return value
+
+    def numbers(self, parent, tags: Sequence[str], obj_index: int | None = None) -> list[float]:
+        return [self.number(parent, tag, obj_index) for tag in tags]
+
+    def image_size(self) -> tuple[int, int] | None:
+        """``(width, height)`` from ``<size>``, or None when absent or zero."""
+        size = self.root.find("size")
+        if size is None:
+            return None
+        width, height = self.numbers(size, ("width", "height"))
+        return (int(width), int(height)) if width > 0 and height > 0 else None
+
+    def flag(self, parent, tag: str) -> bool:
+        """A VOC ``0/1`` flag (``<difficult>``, ``<truncated>``); absent means False."""
+        child = parent.find(tag)
+        return child is not None and child.text is not None and child.text.strip() not in ("", "0")
+

@@ -1,0 +1,405 @@
+"""Registry config (YAML): many datasets, one taxonomy, reproducible train/val splits and per-epoch quotas.
+
+.. code-block:: yaml
+
+    seed: 0                         # splits and virtual epochs are pure functions of it
+    classes: [car, truck, bus, van, other_vehicle]   # the unified taxonomy (this is the default)
+    samples_per_epoch: 12000        # needed when a dataset has a weight; else the quotas' sum
+    strict: true                    # default for every dataset: raise on malformed labels (false: skip+count)
+    cache: true                     # annotation cache: true (default folder), false, or a folder
+    datasets:
+      - name: 0024_DroneVehicle     # unique; printed in the start-up table (default: the type)
+        type: dronevehicle          # one of datasets_registry.available()
+        root: /data/DroneVehicle    # relative paths are relative to this file; ~ and $VARS are expanded
+        options: {split: train, label_set: infrared}     # importer options
+        class_map: {freight_car: truck}                  # native -> unified or ignore (default per type)
+        quota: 5000                 # samples per virtual epoch (or weight: 2.0, a share of the rest)
+        val_fraction: 0.05          # the split ratio: images held out for validation
+        group_by: '^(\\d{3})'       # regex on the image file name: one group never straddles the split
+        role: both                  # both (split), train (all training) or val (all validation)
+
+``build_registry(config)`` imports every dataset (through the annotation cache), maps its classes, splits
+it and returns a :class:`Registry`; ``registry.summary_table()`` is the start-up table.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from obbdet.structures import Sample
+
+from datasets_registry.classes import DEFAULT_CLASSES, IGNORE, MappingReport, apply_class_map
+from datasets_registry.common import ImportSummary
+from datasets_registry.errors import RegistryConfigError
+from datasets_registry.quotas import resolve_quotas
+from datasets_registry.registry import DEFAULT_CLASS_MAPS, available, import_native
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("both", "train", "val")
+TOP_KEYS = ("seed", "classes", "samples_per_epoch", "strict", "cache", "datasets")
+DATASET_KEYS = ("name", "type", "root", "options", "class_map", "quota", "weight", "val_fraction", "group_by", "role",
+                "strict")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset entry of the registry config (see the module docstring for each key)."""
+
+    name: str
+    type: str
+    root: str | None = None
+    options: Mapping = field(default_factory=dict)
+    class_map: Mapping | None = None
+    quota: int | None = None
+    weight: float | None = None
+    val_fraction: float = 0.0
+    group_by: str | None = None
+    role: str = "both"
+    strict: bool | None = None
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """The whole registry config."""
+
+    datasets: tuple[DatasetConfig, ...]
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    seed: int = 0
+    samples_per_epoch: int | None = None
+    strict: bool = True
+    cache: bool | str = True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading and validation
+# ---------------------------------------------------------------------------------------------------
+
+def load_registry_config(source) -> RegistryConfig:
+    """A :class:`RegistryConfig` from a YAML file path, a dict, or an existing config (returned as is)."""
+    if isinstance(source, RegistryConfig):
+        return source
+    base = Path.cwd()
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        with open(path, encoding="utf-8") as handle:
+            try:
+                source = yaml.safe_load(handle)
+            except yaml.YAMLError as exc:
+                raise RegistryConfigError(f"{path}: not valid YAML ({exc})") from None
+        base = path.resolve().parent
+    if not isinstance(source, Mapping):
+        raise RegistryConfigError("registry config must be a mapping with a 'datasets' list")
+    return _parse_config(source, base)
+
+
+def _parse_config(data: Mapping, base: Path) -> RegistryConfig:
+    _check_keys(data, TOP_KEYS, "registry config")
+    entries = data.get("datasets")
+    if not isinstance(entries, list) or not entries:
+        raise RegistryConfigError("registry config: 'datasets' must be a non-empty list")
+    classes = tuple(data.get("classes") or DEFAULT_CLASSES)
+    if IGNORE in classes or len(set(classes)) != len(classes):
+        raise RegistryConfigError(f"registry config: classes must be unique and not {IGNORE!r}: {list(classes)}")
+    datasets = tuple(_parse_dataset(entry, i, base) for i, entry in enumerate(entries))
+    names = [d.name for d in datasets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RegistryConfigError(f"registry config: dataset names must be unique (repeated: {duplicates}); "
+                                  "set 'name' on each entry")
+    samples = data.get("samples_per_epoch")
+    if samples is not None and (not isinstance(samples, int) or samples <= 0):
+        raise RegistryConfigError(f"registry config: samples_per_epoch must be a positive integer, got {samples!r}")
+    cache = data.get("cache", True)
+    if isinstance(cache, str):
+        cache = str(_resolve_path(cache, base))
+    return RegistryConfig(datasets=datasets, classes=classes, seed=int(data.get("seed", 0)),
+                          samples_per_epoch=samples, strict=bool(data.get("strict", True)), cache=cache)
+
+
+def _check_keys(data: Mapping, valid: Sequence[str], where: str) -> None:
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise RegistryConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
+
+
+def _parse_dataset(entry, index: int, base: Path) -> DatasetConfig:
+    where = f"registry config datasets[{index}]"
+    if not isinstance(entry, Mapping):
+        raise RegistryConfigError(f"{where}: each dataset must be a mapping")
+    _check_keys(entry, DATASET_KEYS, where)
+    kind = entry.get("type")
+    if kind not in available():
+        raise RegistryConfigError(f"{where}: type {kind!r} is not one of {', '.join(available())}")
+    where = f"{where} ({entry.get('name', kind)})"
+    config = DatasetConfig(
+        name=str(entry.get("name", kind)), type=kind,
+        root=None if entry.get("root") is None else str(_resolve_root(entry["root"], base, where)),
+        options=dict(entry.get("options") or {}), class_map=entry.get("class_map"),
+        quota=entry.get("quota"), weight=entry.get("weight"), val_fraction=_fraction(entry, where),
+        group_by=entry.get("group_by"), role=entry.get("role", "both"), strict=entry.get("strict"))
+    _check_dataset(config, where)
+    return config
+
+
+def _fraction(entry: Mapping, where: str) -> float:
+    value = entry.get("val_fraction", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RegistryConfigError(f"{where}: val_fraction must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_dataset(config: DatasetConfig, where: str) -> None:
+    if config.quota is not None and config.weight is not None:
+        raise RegistryConfigError(f"{where}: give quota or weight, not both")
+    if config.quota is not None and (isinstance(config.quota, bool) or not isinstance(config.quota, int)
+                                     or config.quota < 0):
+        raise RegistryConfigError(f"{where}: quota must be an integer >= 0, got {config.quota!r}")
+    if config.weight is not None and (not isinstance(config.weight, (int, float)) or not config.weight > 0):
+        raise RegistryConfigError(f"{where}: weight must be a number > 0, got {config.weight!r}")
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise RegistryConfigError(f"{where}: val_fraction must be in [0, 1), got {config.val_fraction}")
+    if config.role not in ROLES:
+        raise RegistryConfigError(f"{where}: role must be one of {ROLES}, got {config.role!r}")
+    if config.class_map is not None and not isinstance(config.class_map, Mapping):
+        raise RegistryConfigError(f"{where}: class_map must be a mapping native -> unified class or 'ignore'")
+    if config.group_by is not None:
+        try:
+            re.compile(config.group_by)
+        except re.error as exc:
+            raise RegistryConfigError(f"{where}: group_by is not a valid regex ({exc})") from None
+
+
+def _resolve_root(value, base: Path, where: str) -> Path:
+    expanded = os.path.expandvars(os.path.expanduser(str(value)))
+    if "$" in expanded:
+        raise RegistryConfigError(f"{where}: root {value!r} uses an environment variable that is not set")
+    return _resolve_path(expanded, base)
+
+
+def _resolve_path(value, base: Path) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(str(value))))
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Splitting
+# ---------------------------------------------------------------------------------------------------
+
+def group_key(image_path: str, pattern: re.Pattern | None) -> str | None:
+    """The split group of an image: the regex's first group (or whole match) on the file name; None if no match."""
+    name = os.path.basename(image_path)
+    if pattern is None:
+        return name
+    match = pattern.search(name)
+    if match is None:
+        return None
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def split_train_val(samples: Sequence[Sample], val_fraction: float, group_by: str | None, seed: int,
+                    name: str) -> tuple[list[Sample], list[Sample]]:
+    """Deterministic split: groups ordered by a hash of ``(seed, name, group)``, taken into validation until
+    ``round(val_fraction * len(samples))`` images are reached. Images the regex does not match form their
+    own group (counted in a warning). Both lists keep the import order."""
+    if val_fraction <= 0 or not samples:
+        return list(samples), []
+    pattern = re.compile(group_by) if group_by else None
+    groups: dict[str, list[int]] = {}
+    unmatched = 0
+    for i, sample in enumerate(samples):
+        key = group_key(sample.image_path, pattern)
+        if key is None:
+            unmatched += 1
+            key = "\0" + os.path.basename(sample.image_path)
+        groups.setdefault(key, []).append(i)
+    if unmatched:
+        logger.warning("%s: group_by %r matched no group in %d image names; each is its own split group", name,
+                       group_by, unmatched)
+    target = round(val_fraction * len(samples))
+    in_val = np.zeros(len(samples), bool)
+    taken = 0
+    for key in sorted(groups, key=lambda k: hashlib.blake2b(f"{seed}\0{name}\0{k}".encode(), digest_size=8).digest()):
+        if taken >= target:
+            break
+        in_val[groups[key]] = True
+        taken += len(groups[key])
+    return [s for s, v in zip(samples, in_val) if not v], [s for s, v in zip(samples, in_val) if v]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class DatasetReport:
+    """What one dataset contributes: images, quota, objects per unified class, drops and skips."""
+
+    config: DatasetConfig
+    train_images: int
+    val_images: int
+    quota: int
+    train_objects: Counter
+    val_objects: Counter
+    mapping: MappingReport
+    summary: ImportSummary
+
+
+class Registry:
+    """Training and validation samples of every configured dataset, with labels in the unified ``classes``.
+
+    ``train`` is the concatenation of the datasets' training samples in config order (``train_sizes`` per
+    dataset), the index space of :class:`~datasets_registry.sampler.VirtualEpochSampler`; ``val`` likewise.
+    """
+
+    def __init__(self, config: RegistryConfig, train: list[Sample], val: list[Sample], reports: list[DatasetReport]):
+        self.config = config
+        self.classes = config.classes
+        self.train = train
+        self.val = val
+        self.reports = reports
+
+    @property
+    def train_sizes(self) -> list[int]:
+        return [r.train_images for r in self.reports]
+
+    @property
+    def quotas(self) -> list[int]:
+        return [r.quota for r in self.reports]
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return sum(self.quotas)
+
+    def sampler(self, *, num_replicas: int = 1, rank: int = 0, drop_last: bool = False):
+        """A :class:`~datasets_registry.sampler.VirtualEpochSampler` over ``self.train`` with the resolved quotas."""
+        from datasets_registry.sampler import VirtualEpochSampler
+
+        return VirtualEpochSampler(self.train_sizes, quotas=self.quotas, seed=self.config.seed,
+                                   num_replicas=num_replicas, rank=rank, drop_last=drop_last)
+
+    def summary_table(self) -> str:
+        """The start-up table: per dataset ``used/available`` training images (used = drawn per virtual epoch),
+        validation images and objects per class (train + val), then training and validation totals, the
+        class routes and the import skips."""
+        return format_summary_table(self)
+
+
+def build_registry(config, *, cache=None) -> Registry:
+    """Import, map and split every dataset of ``config`` (a YAML path, dict or :class:`RegistryConfig`).
+
+    cache: overrides the config's ``cache`` (True, False or a folder).
+    """
+    config = load_registry_config(config)
+    cache = config.cache if cache is None else cache
+    prepared = []
+    for dataset in config.datasets:
+        summary = ImportSummary(dataset=dataset.name)
+        options = dict(dataset.options)
+        options.setdefault("strict", config.strict if dataset.strict is None else dataset.strict)
+        try:
+            samples = import_native(dataset.type, dataset.root, cache=cache, summary=summary, **options)
+        except FileNotFoundError as exc:  # a layout problem: say which dataset entry it belongs to
+            raise FileNotFoundError(f"dataset {dataset.name!r} ({dataset.type}, root {dataset.root}): {exc}") from exc
+        for sample in samples:
+            sample.source = dataset.name
+        class_map = DEFAULT_CLASS_MAPS.get(dataset.type, {}) if dataset.class_map is None else dataset.class_map
+        mapped, mapping = apply_class_map(samples, config.classes, class_map, dataset=dataset.name)
+        train, val = _assign(mapped, dataset, config.seed)
+        prepared.append((dataset, train, val, mapping, summary))
+    quotas = resolve_quotas([len(t) for _, t, _, _, _ in prepared], [d.quota for d, *_ in prepared],
+                            [d.weight for d, *_ in prepared], config.samples_per_epoch,
+                            names=[d.name for d, *_ in prepared])
+    reports, train_all, val_all = [], [], []
+    for (dataset, train, val, mapping, summary), quota in zip(prepared, quotas):
+        reports.append(DatasetReport(dataset, len(train), len(val), int(quota), _count(train, config.classes),
+                                     _count(val, config.classes), mapping, summary))
+        train_all.extend(train)
+        val_all.extend(val)
+    registry = Registry(config, train_all, val_all, reports)
+    logger.info("dataset registry:\n%s", registry.summary_table())
+    return registry
+
+
+def _assign(samples: list[Sample], dataset: DatasetConfig, seed: int) -> tuple[list[Sample], list[Sample]]:
+    if dataset.role == "train":
+        return samples, []
+    if dataset.role == "val":
+        return [], samples
+    return split_train_val(samples, dataset.val_fraction, dataset.group_by, seed, dataset.name)
+
+
+def _count(samples: list[Sample], classes: Sequence[str]) -> Counter:
+    totals = np.zeros(len(classes), np.int64)
+    for sample in samples:
+        totals += np.bincount(sample.labels, minlength=len(classes))
+    return Counter({name: int(n) for name, n in zip(classes, totals)})
+
+
+# ---------------------------------------------------------------------------------------------------
+# The start-up table
+# ---------------------------------------------------------------------------------------------------
+
+def format_summary_table(registry: Registry) -> str:
+    classes = list(registry.classes)
+    header = ["used/avail", "dataset", "type", "val", *classes, "ignored", "skipped"]
+    rows = []
+    for r in registry.reports:
+        objects = r.train_objects + r.val_objects
+        rows.append([f"{r.quota}/{r.train_images}", r.config.name, r.config.type, str(r.val_images),
+                     *(str(objects[c]) for c in classes), str(sum(r.mapping.ignored.values())),
+                     str(r.summary.n_skipped)])
+    train_objects = sum((r.train_objects for r in registry.reports), Counter())
+    val_objects = sum((r.val_objects for r in registry.reports), Counter())
+    totals = [
+        [f"{registry.samples_per_epoch}/{len(registry.train)}", "training total", "", "",
+         *(str(train_objects[c]) for c in classes), "", ""],
+        ["", "validation total", "", str(len(registry.val)), *(str(val_objects[c]) for c in classes), "", ""],
+    ]
+    lines = [f"dataset registry: {len(registry.reports)} datasets, classes {', '.join(classes)}, "
+             f"{registry.samples_per_epoch} training samples per virtual epoch, seed {registry.config.seed}",
+             "(used/avail: images drawn per virtual epoch / training images; val: validation images; class "
+             "columns: objects in train + val)"]
+    lines += _columns([header, *rows, None, *totals])
+    lines += _routes(registry)
+    lines += _skips(registry)
+    return "\n".join(lines)
+
+
+def _columns(rows: list) -> list[str]:
+    table = [r for r in rows if r is not None]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    right = {0, 3} | set(range(4, len(widths)))
+    out = []
+    for row in rows:
+        if row is None:
+            out.append("  ".join("-" * w for w in widths))
+            continue
+        out.append("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                             for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+    return out
+
+
+def _routes(registry: Registry) -> list[str]:
+    lines = ["class map (native -> unified: objects):"]
+    for r in registry.reports:
+        routes = ", ".join(f"{native} -> {target}: {n}" for (native, target), n in sorted(r.mapping.routes.items()))
+        lines.append(f"  {r.config.name}: {routes or 'no objects'}")
+    return lines
+
+
+def _skips(registry: Registry) -> list[str]:
+    lines = []
+    for r in registry.reports:
+        if r.summary.skipped or r.summary.notes:
+            lines.append(f"  {r.summary.format()}")
+    return ["import reports:", *lines] if lines else []
