@@ -317,14 +317,18 @@ def clip_polys_to_rect(polys, x_min: float, y_min: float, x_max: float, y_max: f
     n = len(polys)
     if n == 0:
         return np.zeros((0, polys.shape[1], POINT_DIM)), np.zeros(0), np.zeros(0)
-    closed = np.concatenate([polys, polys[:, :1]], axis=1)
-    geoms = shapely.polygons(closed)
-    area = shapely.area(geoms)
-    clipped = shapely.clip_by_rect(geoms, x_min, y_min, x_max, y_max)
-    area_clipped = shapely.area(clipped)
+    x, y = polys[..., 0], polys[..., 1]
+    area = np.abs(np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1)) / 2
+    # zero-area polygons (e.g. DOTA's patch-edge labels) make GEOS reject the ring: they clip to area 0
+    solid = np.flatnonzero(area > 0)
+    closed = np.concatenate([polys[solid], polys[solid, :1]], axis=1)
+    clipped = shapely.clip_by_rect(shapely.polygons(closed), x_min, y_min, x_max, y_max)
+    area_clipped = np.zeros(n)
+    area_clipped[solid] = shapely.area(clipped)
     # exterior rings only: a convex polygon clipped by a rectangle is one convex polygon (or empty)
     rings = shapely.get_exterior_ring(clipped)
-    coords, index = shapely.get_coordinates(rings, return_index=True)
+    coords, solid_index = shapely.get_coordinates(rings, return_index=True)
+    index = solid[solid_index]
     counts = np.bincount(index, minlength=n)
     q = max(int(counts.max()) - 1, polys.shape[1]) if len(coords) else polys.shape[1]
     out = np.empty((n, q, POINT_DIM))

@@ -398,3 +398,14 @@ def test_numpy_input_never_imports_torch():
             "B.poly_to_xywha(B.xywha_to_poly(B.normalize_xywha(b))); B.xywha_to_oc(b); B.xywha_to_aabb(b); "
             "B.rolabelimg_to_xywha(b); B.dlr3k_to_xywha(b); assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))
+
+
+def test_clip_polys_to_rect_handles_zero_area_polygons():
+    from obbdet.boxes import clip_polys_to_rect
+
+    polys = np.array([[[1, 187], [1, 187], [1, 219], [1, 219]],  # DOTA patch-edge label: a segment
+                      [[-5, -5], [5, -5], [5, 5], [-5, 5]]], dtype=np.float64)
+    clipped, area_clipped, area = clip_polys_to_rect(polys, 0, 0, 100, 100)
+    np.testing.assert_allclose(area, [0, 100])
+    np.testing.assert_allclose(area_clipped, [0, 25])
+    assert np.isfinite(clipped).all()
