@@ -122,11 +122,11 @@ def _fit_polys(polys: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
 # obb_json
 # ---------------------------------------------------------------------------------------------------
 
-def _json_error_line(exc: json.JSONDecodeError) -> int:
-    return exc.lineno
+def load_json_document(path, list_key: str, what: str) -> dict:
+    """Parse a JSON file that must be an object holding a list under ``list_key``.
 
-
-def _load_json(path) -> dict:
+    Raises LabelFormatError naming the file (and the line of a syntax error).
+    """
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -134,11 +134,14 @@ def _load_json(path) -> dict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise LabelFormatError(path, f"malformed JSON ({exc.msg}, column {exc.colno})",
-                               line=_json_error_line(exc)) from None
-    if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
-        raise LabelFormatError(path, "expected a JSON object with an 'objects' list")
+        raise LabelFormatError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", line=exc.lineno) from None
+    if not isinstance(data, dict) or not isinstance(data.get(list_key), list):
+        raise LabelFormatError(path, f"expected {what} with an {list_key!r} list")
     return data
+
+
+def _load_json(path) -> dict:
+    return load_json_document(path, "objects", "a JSON object")
 
 
 def _obb_json_object_box(obj: dict, path, index: int) -> tuple[list[float], bool]:

@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 
 from obbdet.boxes import BOX_DIM, CORNERS, POINT_DIM, aabb_to_xywha, normalize_xywha, poly_to_xywha  # noqa: E402
 from obbdet.boxes import xywha_to_aabb, xywha_to_poly  # noqa: E402
-from obbdet.formats import (LABEL_FORMATS, LabelFormatError, label_extension, read_dota_task1,  # noqa: E402
-                            read_label_file, write_dota, write_obb_json, write_yolo_obb)
+from obbdet.formats import (LABEL_FORMATS, LabelFormatError, label_extension, load_json_document,  # noqa: E402
+                            read_dota_task1, read_label_file, write_dota, write_obb_json, write_yolo_obb)
 from obbdet.io_utils import atomic_write_text  # noqa: E402
 from obbdet.structures import ImageLabels  # noqa: E402
 from obbdet.visualize import find_image, image_size  # noqa: E402
@@ -317,17 +317,7 @@ def read_coco(path) -> tuple[dict[str, ImageLabels], list[str]]:
 
 
 def _load_coco_json(path) -> dict:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise LabelFormatError(path, f"not a UTF-8 text file ({exc.reason})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LabelFormatError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", line=exc.lineno) from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise LabelFormatError(path, "expected a COCO dataset object with an 'images' list")
-    return data
+    return load_json_document(path, "images", "a COCO dataset object")
 
 
 def _coco_categories(data: dict, path) -> dict[int, str]:
