@@ -1,0 +1,97 @@
+"""Detect vehicles in a folder of (huge) aerial images with a trained obbdet checkpoint.
+
+    python infer.py <folder> <vehicle_width> <ckpt> obb|aabb [--out DIR] [--tile 768 --overlap 128 | --whole]
+                    [--batch N] [--score 0.05] [--width-scale F] [--draw] [--device cpu|cuda] [--half]
+
+Writes one obb_json per image (same relative path and stem) under ``<folder>_det/`` unless ``--out`` is given.
+See ``obbdet/inference.py`` for the pipeline.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EPILOG = """\
+vehicle_width: the typical vehicle width (short side) in pixels of these images; each image is rescaled by
+  (training vehicle width stored in the checkpoint) / vehicle_width so vehicles appear at the size the
+  network was trained on. -1 runs at the images' own resolution.
+obb mode: objects {class, cx, cy, length, width, angle (degrees), score}.
+aabb mode: each detection's axis-aligned hull, written in the same obb_json layout with angle 0 (-90 when
+  taller than wide, as length is the long side) plus "bbox": [x_min, y_min, x_max, y_max].
+--draw writes <stem>.overlay.jpg beside each JSON.
+exit codes: 0 every image processed; 1 some images failed (each listed with its reason, the others were
+  processed); 2 nothing was run (bad arguments, unusable checkpoint, unwritable output folder, no images).
+"""
+
+
+def _vehicle_width(text: str) -> float:
+    value = float(text)
+    if value != -1 and not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 or -1 (no rescaling), got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", type=Path, help="folder of images (searched recursively: jpg, png, tif, bmp)")
+    p.add_argument("vehicle_width", type=_vehicle_width, help="vehicle width in image pixels, or -1")
+    p.add_argument("checkpoint", type=Path, help="obbdet checkpoint (.pt)")
+    p.add_argument("mode", choices=("obb", "aabb"), help="oriented or axis-aligned output boxes")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <folder>_det)")
+    tiling = p.add_mutually_exclusive_group()
+    tiling.add_argument("--tile", type=int, default=768, help="tile side in network pixels (default 768)")
+    tiling.add_argument("--whole", action="store_true", help="one forward pass per whole (rescaled) image")
+    p.add_argument("--overlap", type=int, default=128, help="minimum tile overlap in network pixels (default 128)")
+    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass: bounds memory (default 4)")
+    p.add_argument("--score", type=float, default=0.05, help="score threshold (default 0.05)")
+    p.add_argument("--nms-iou", type=float, default=None,
+                   help="rotated NMS IoU within and across tiles (default: the checkpoint's, else 0.4)")
+    p.add_argument("--max-det", type=int, default=1000, help="cap on detections per image, warned when reached")
+    p.add_argument("--width-scale", type=float, default=None,
+                   help="factor on every box's short side (default: the checkpoint's calibrated factor, else 1)")
+    p.add_argument("--length-scale", type=float, default=None,
+                   help="factor on every box's long side (default: the checkpoint's calibrated factor, else 1)")
+    p.add_argument("--draw", action="store_true", help="also write overlays of the detections")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from obbdet import inference
+
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        run = inference.prepare_run(
+            args.folder, args.vehicle_width, args.checkpoint, out_dir=args.out, device=args.device,
+            tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
+            nms_iou=args.nms_iou, max_det=args.max_det, width_scale=args.width_scale,
+            length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema)
+    except inference.InferenceSetupError as exc:
+        print(f"infer.py: error: {exc}", file=sys.stderr)
+        return inference.EXIT_SETUP_ERROR
+    print(run.describe())
+    with logging_redirect_tqdm():
+        summary = inference.run_inference(run.detector, run.images, run.folder, run.out_dir,
+                                          class_names=run.class_names, scale=run.scale, options=run.options,
+                                          mode=args.mode, draw=args.draw, progress=not args.quiet)
+    print(summary.format())
+    print(f"detections written to {run.out_dir}")
+    return inference.EXIT_IMAGE_FAILURES if summary.failures else inference.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

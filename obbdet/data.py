@@ -1,0 +1,165 @@
+"""Torch datasets over importer ``Sample`` records, image loading, and batch collation.
+
+One item is ``(image, target)``:
+
+- ``image``: ``[3, H, W]`` uint8 RGB tensor (converted to float on the training device, which is cheaper to
+  transfer; the detector normalizes itself);
+- ``target``: ``boxes [N, 5]`` float32 xywha (le90, radians, pixels of ``image``), ``labels [N]`` int64,
+  ``difficult [N]`` bool, ``heading [N]`` float32 (NaN where unknown) or None, ``aabb_only`` bool,
+  ``image_id`` str, ``index`` int (position in the sample list).
+
+Transforms are ``(image HxWx3 uint8 RGB, target dict of numpy arrays) -> (image, target)`` (``obbdet.augment``).
+There is no cap on boxes per image anywhere: targets are lists, not padded arrays.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from obbdet.boxes import BOX_DIM
+from obbdet.structures import Sample
+
+logger = logging.getLogger(__name__)
+
+
+class ImageReadError(OSError):
+    """An image file that cannot be read or decoded (the message names the file)."""
+
+
+def load_image_rgb(sample_or_path) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of a Sample (honouring ``meta['crop'] = (x0, y0, x1, y1)``) or of a path.
+
+    Raises ImageReadError naming the file when it is missing or cannot be decoded.
+    """
+    path = sample_or_path.image_path if isinstance(sample_or_path, Sample) else sample_or_path
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        reason = "file not found" if not Path(path).exists() else "cannot decode (corrupt or not an image)"
+        raise ImageReadError(f"{path}: {reason}")
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    crop = sample_or_path.meta.get("crop") if isinstance(sample_or_path, Sample) else None
+    if crop is not None:
+        x0, y0, x1, y1 = (int(v) for v in crop)
+        image = image[y0:y1, x0:x1]
+    return np.ascontiguousarray(image)
+
+
+def sample_target(sample: Sample) -> dict:
+    """The numpy target dict of a Sample (the input format of the transforms)."""
+    n = len(sample.boxes)
+    heading = sample.heading
+    return {
+        "boxes": np.asarray(sample.boxes, np.float32).reshape(n, BOX_DIM),
+        "labels": np.asarray(sample.labels, np.int64).reshape(n),
+        "difficult": np.asarray(sample.difficult, bool).reshape(n),
+        "heading": None if heading is None else np.asarray(heading, np.float32).reshape(n),
+        "aabb_only": bool(sample.aabb_only),
+    }
+
+
+def _to_tensor_target(target: dict, image_id: str, index: int) -> dict:
+    n = len(target["boxes"])
+    heading = target.get("heading")
+    return {
+        "boxes": torch.as_tensor(np.asarray(target["boxes"], np.float32).reshape(n, BOX_DIM)),
+        "labels": torch.as_tensor(np.asarray(target["labels"], np.int64).reshape(n)),
+        "difficult": torch.as_tensor(np.asarray(target["difficult"], bool).reshape(n)),
+        "heading": None if heading is None else torch.as_tensor(np.asarray(heading, np.float32).reshape(n)),
+        "aabb_only": bool(target.get("aabb_only", False)),
+        "image_id": image_id,
+        "index": index,
+    }
+
+
+class ScaledTransform:
+    """Runs a transform with ``target['base_scale'] = scale``: the augment pipelines resize by it first (the
+    training crop, and the validation letterbox), so a dataset can be brought to the training vehicle width."""
+
+    def __init__(self, transform, scale: float):
+        self.transform, self.scale = transform, float(scale)
+
+    def __call__(self, image, target):
+        return self.transform(image, dict(target, base_scale=self.scale))
+
+
+class DetectionDataset(Dataset):
+    """Samples -> ``(image [3, H, W] uint8, target)``; an unreadable image yields None (reported once, and
+    dropped by :func:`collate_detections`), so one corrupt file does not stop a run."""
+
+    def __init__(self, samples: list[Sample], transform=None):
+        self.samples = list(samples)
+        self.transform = transform
+        self._reported: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image_id(self, index: int) -> str:
+        sample = self.samples[index]
+        return f"{index:06d}_{Path(sample.image_path).stem}"
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        try:
+            image = load_image_rgb(sample)
+        except ImageReadError as exc:
+            if sample.image_path not in self._reported:
+                logger.warning("skipping image: %s", exc)
+                self._reported.add(sample.image_path)
+            return None
+        target = sample_target(sample)
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+        return tensor, _to_tensor_target(target, self.image_id(index), index)
+
+
+def collate_detections(batch, stride: int = 1):
+    """Stack images (zero-padded right/bottom to a common size rounded up to ``stride``); targets stay a list.
+
+    Returns ``(images [B, 3, H, W] uint8, targets list[dict])``; None items (unreadable images) are dropped,
+    and an all-unreadable batch gives ``(None, [])``.
+    """
+    batch = [item for item in batch if item is not None]
+    if not batch:
+        return None, []
+    height = max(img.shape[1] for img, _ in batch)
+    width = max(img.shape[2] for img, _ in batch)
+    height, width = math.ceil(height / stride) * stride, math.ceil(width / stride) * stride
+    images = torch.zeros((len(batch), 3, height, width), dtype=torch.uint8)
+    for i, (img, _) in enumerate(batch):
+        images[i, :, :img.shape[1], :img.shape[2]] = img
+    return images, [target for _, target in batch]
+
+
+class StrideCollate:
+    """Picklable ``collate_fn`` padding to a multiple of the network stride (for DataLoader workers)."""
+
+    def __init__(self, stride: int):
+        self.stride = int(stride)
+
+    def __call__(self, batch):
+        return collate_detections(batch, self.stride)
+
+
+def targets_to_device(targets: list[dict], device) -> list[dict]:
+    """Move the tensors of a target list to ``device``."""
+    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+            for t in targets]
+
+
+def default_workers(device_type: str) -> int:
+    """DataLoader workers when ``data.workers=-1``: on a GPU, enough processes to keep it fed; on a CPU,
+    one background worker (loading overlaps compute without taking the cores the model trains on)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device_type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 1 if cores <= 4 else min(4, cores // 4)

@@ -1,0 +1,177 @@
+"""The criterion: anchor labeling + focal classification + box, angle and heading regression.
+
+Losses come back as a named dict (``loss_cls``, ``loss_box``, ``loss_angle``, ``loss_heading``) and their weighted
+sum ``loss``. All terms are normalized by the number of positive anchors in the batch, as in effdet.
+
+- ``loss_cls``: sigmoid focal loss over non-ignored anchors.
+- ``loss_box``: Huber on the deltas of ``obbdet.model.coder`` (centre offsets, log long side, log short side).
+  For ``aabb_only`` samples (labels without an angle) the predicted OBB's axis-aligned extents
+  ``(w |cos a| + h |sin a|, w |sin a| + h |cos a|)`` are regressed onto the labelled AABB instead, so the sizes
+  are supervised without inventing an angle.
+- ``loss_angle``: Huber on the ``(cos 2a, sin 2a)`` vector, weighted by the box anisotropy
+  ``min(1, ((w - h) / (w + h)) / ANISOTROPY_FULL)``: a square box has no orientation, so its angle term
+  vanishes and the loss is the same for ``a`` and ``a + 90 deg`` (both describe it); the weight goes to zero
+  continuously, so the loss stays continuous as a box becomes square. ``aabb_only`` samples contribute none.
+- ``loss_heading``: Huber on ``(cos h, sin h)`` for GT with a known heading (only with a heading head).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from obbdet.boxes import xywha_to_aabb
+from obbdet.model.anchors import label_anchors
+from obbdet.model.coder import anchor_centre_size, decode_sizes, encode_xywha, heading_to_vec
+
+ANISOTROPY_FULL = 0.1  # (w-h)/(w+h) at which the angle term reaches full weight (aspect ratio ~1.22)
+LOSS_NAMES = ("loss_cls", "loss_box", "loss_angle", "loss_heading")
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """Element-wise focal loss (unreduced) for logits and 0/1 targets of the same shape."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = targets * prob + (1 - targets) * (1 - prob)
+    alpha_t = targets * alpha + (1 - targets) * (1 - alpha)
+    return alpha_t * (1 - p_t).pow(gamma) * ce
+
+
+def angle_weight(boxes: torch.Tensor) -> torch.Tensor:
+    """Anisotropy weights ``[N]`` in [0, 1] of boxes ``[N, 5]`` (0 for a square)."""
+    w, h = boxes[:, 2], boxes[:, 3]
+    anisotropy = (w - h) / (w + h).clamp(min=1e-6)
+    return (anisotropy / ANISOTROPY_FULL).clamp(0.0, 1.0)
+
+
+def aabb_extent_deltas(pred_deltas: torch.Tensor, pred_angle_vec: torch.Tensor,
+                       anchors_xyxy: torch.Tensor) -> torch.Tensor:
+    """Deltas ``[N, 4]`` of the AABB of predicted OBBs (centre offsets kept, sizes = log AABB extents / s)."""
+    _, _, _, _, scale = anchor_centre_size(anchors_xyxy)
+    w, h = decode_sizes(pred_deltas, scale)
+    unit = pred_angle_vec / pred_angle_vec.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    cos2 = unit[:, 0]
+    abs_cos = torch.sqrt(((1 + cos2) / 2).clamp(min=1e-8))  # |cos a|
+    abs_sin = torch.sqrt(((1 - cos2) / 2).clamp(min=1e-8))  # |sin a|
+    extent_x = w * abs_cos + h * abs_sin
+    extent_y = w * abs_sin + h * abs_cos
+    return torch.stack([pred_deltas[:, 0], pred_deltas[:, 1],
+                        torch.log(extent_x / scale), torch.log(extent_y / scale)], dim=-1)
+
+
+def aabb_target_deltas(gt_boxes: torch.Tensor, anchors_xyxy: torch.Tensor) -> torch.Tensor:
+    """Deltas ``[N, 4]`` of the GT boxes' AABBs: centre offsets and log x / y extents over the anchor scale."""
+    xa, ya, wa, ha, scale = anchor_centre_size(anchors_xyxy)
+    aabb = xywha_to_aabb(gt_boxes)
+    extent_x = (aabb[:, 2] - aabb[:, 0]).clamp(min=1e-3)
+    extent_y = (aabb[:, 3] - aabb[:, 1]).clamp(min=1e-3)
+    return torch.stack([(gt_boxes[:, 0] - xa) / wa, (gt_boxes[:, 1] - ya) / ha,
+                        torch.log(extent_x / scale), torch.log(extent_y / scale)], dim=-1)
+
+
+class OBBCriterion(nn.Module):
+    """Turns the detector's raw outputs and the batch's targets into named losses.
+
+    outputs: dict with ``cls_logits [B, A, C]``, ``box_deltas [B, A, 4]``, ``angle_vec [B, A, 2]`` and
+    optionally ``heading_vec [B, A, 2]``. targets: one dict per image with ``boxes [N, 5]`` float xywha (le90,
+    pixels of the network input), ``labels [N]`` int64, ``difficult [N]`` bool, ``aabb_only`` bool and
+    optionally ``heading [N]`` float (NaN where unknown). anchors: the ``AnchorSet`` of the batch's input size
+    (``Detector.anchors_for(H, W)``).
+    """
+
+    def __init__(self, num_classes: int, match_iou: float = 0.5, unmatch_iou: float = 0.4,
+                 focal_alpha: float = 0.25, focal_gamma: float = 1.5, huber_delta: float = 0.1,
+                 box_weight: float = 50.0, angle_weight: float = 20.0, heading_weight: float = 5.0,
+                 difficult: str = "positive"):
+        super().__init__()
+        self.num_classes = num_classes
+        self.match_iou, self.unmatch_iou = match_iou, unmatch_iou
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.huber_delta = huber_delta
+        self.weight_dict = {"loss_cls": 1.0, "loss_box": box_weight, "loss_angle": angle_weight,
+                            "loss_heading": heading_weight}
+        self.ignore_difficult = difficult == "ignore"
+
+    @classmethod
+    def from_config(cls, num_classes: int, loss_cfg) -> "OBBCriterion":
+        """Build from a ``LossConfig``."""
+        return cls(num_classes, match_iou=loss_cfg.match_iou, unmatch_iou=loss_cfg.unmatch_iou,
+                   focal_alpha=loss_cfg.focal_alpha, focal_gamma=loss_cfg.focal_gamma,
+                   huber_delta=loss_cfg.huber_delta, box_weight=loss_cfg.box_weight,
+                   angle_weight=loss_cfg.angle_weight, heading_weight=loss_cfg.heading_weight,
+                   difficult=loss_cfg.difficult)
+
+    def _huber(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.huber_loss(pred, target, reduction="none", delta=self.huber_delta)
+
+    def _label_batch(self, targets, anchors):
+        labels, matched = [], []
+        for target in targets:
+            ignore = target["difficult"].bool() if self.ignore_difficult else None
+            assigned = label_anchors(anchors, target["boxes"], target["labels"], self.match_iou,
+                                     self.unmatch_iou, gt_ignore=ignore)
+            labels.append(assigned.labels)
+            matched.append(assigned.matched)
+        return torch.stack(labels), torch.stack(matched)  # (B, A) each
+
+    def forward(self, outputs: dict, targets: list[dict], anchors) -> dict:
+        cls_logits = outputs["cls_logits"].float()
+        batch, num_anchors, num_classes = cls_logits.shape
+        labels, matched = self._label_batch(targets, anchors)
+        positive = labels >= 0
+        num_pos = positive.sum().clamp(min=1).float()
+
+        cls_targets = F.one_hot(labels.clamp(min=0), num_classes).float() * positive[..., None]
+        focal = sigmoid_focal_loss(cls_logits, cls_targets, self.focal_alpha, self.focal_gamma)
+        valid = (labels != -2).float()[..., None]  # IGNORED anchors contribute nothing
+        losses = {"loss_cls": (focal * valid).sum() / num_pos}
+        losses.update(self._regression_losses(outputs, targets, anchors, positive, matched, num_pos))
+        losses["loss"] = sum(self.weight_dict[name] * losses[name] for name in LOSS_NAMES)
+        return losses
+
+    def _gather_positives(self, targets, anchors_xyxy, positive, matched):
+        """Per-positive GT rows and flags, in the order of ``positive.nonzero()``."""
+        img_idx, anchor_idx = positive.nonzero(as_tuple=True)
+        boxes, heading, aabb_only = [], [], []
+        for b, target in enumerate(targets):
+            sel = matched[b, anchor_idx[img_idx == b]]
+            boxes.append(target["boxes"].float()[sel])
+            head = target.get("heading")
+            heading.append(head.float()[sel] if head is not None else
+                           torch.full((len(sel),), float("nan"), device=positive.device))
+            aabb_only.append(torch.full((len(sel),), bool(target.get("aabb_only", False)),
+                                        dtype=torch.bool, device=positive.device))
+        return img_idx, anchor_idx, torch.cat(boxes), torch.cat(heading), torch.cat(aabb_only)
+
+    def _regression_losses(self, outputs, targets, anchors_xyxy, positive, matched, num_pos) -> dict:
+        zero = outputs["box_deltas"].sum() * 0.0  # keeps the graph (DDP needs every output used)
+        losses = {"loss_box": zero, "loss_angle": zero + outputs["angle_vec"].sum() * 0.0, "loss_heading": zero}
+        if "heading_vec" in outputs:
+            losses["loss_heading"] = zero + outputs["heading_vec"].sum() * 0.0
+        if not positive.any():
+            return losses
+        img_idx, anchor_idx, gt_boxes, gt_heading, aabb_only = self._gather_positives(
+            targets, anchors_xyxy, positive, matched)
+        anchors = anchors_xyxy[anchor_idx]
+        pred_deltas = outputs["box_deltas"][img_idx, anchor_idx].float()
+        pred_angle = outputs["angle_vec"][img_idx, anchor_idx].float()
+        gt_deltas, gt_angle = encode_xywha(gt_boxes, anchors)
+
+        # OBB samples: deltas of the box itself; aabb_only samples: deltas of the predicted box's AABB
+        if aabb_only.any():
+            pred_deltas = torch.where(aabb_only[:, None], aabb_extent_deltas(pred_deltas, pred_angle, anchors),
+                                      pred_deltas)
+            gt_deltas = torch.where(aabb_only[:, None], aabb_target_deltas(gt_boxes, anchors), gt_deltas)
+        losses["loss_box"] = losses["loss_box"] + self._huber(pred_deltas, gt_deltas).sum() / (num_pos * 4)
+
+        weight = angle_weight(gt_boxes) * (~aabb_only).float()
+        angle_term = self._huber(pred_angle, gt_angle).sum(-1) * weight
+        losses["loss_angle"] = losses["loss_angle"] + angle_term.sum() / (num_pos * 2)
+
+        if "heading_vec" in outputs:
+            known = torch.isfinite(gt_heading)
+            if known.any():
+                pred_heading = outputs["heading_vec"][img_idx[known], anchor_idx[known]].float()
+                term = self._huber(pred_heading, heading_to_vec(gt_heading[known])).sum()
+                losses["loss_heading"] = losses["loss_heading"] + term / (num_pos * 2)
+        return losses

@@ -1,0 +1,73 @@
+"""Raw detector outputs -> oriented detections: top-k candidates, decoding, class-aware rotated NMS."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from obbdet.boxes import BOX_DIM
+from obbdet.model.coder import decode_xywha, vec_to_heading
+
+logger = logging.getLogger(__name__)
+
+
+class PostProcessor:
+    """Decode and suppress.
+
+    score_threshold: candidates below are dropped. nms_iou: rotated IoU above which a lower-scored box of the
+    same class is suppressed. max_det_per_image: detections kept per image after NMS (default 1000: dense car
+    parks hold 300+ vehicles). pre_nms_topk: best (anchor, class) candidates decoded per image before NMS; a
+    configurable cap that warns when it cuts candidates above the score threshold.
+    """
+
+    def __init__(self, score_threshold: float = 0.05, nms_iou: float = 0.4, max_det_per_image: int = 1000,
+                 pre_nms_topk: int = 5000):
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.max_det_per_image = max_det_per_image
+        self.pre_nms_topk = pre_nms_topk
+        self._warned_topk = False
+
+    def __call__(self, outputs: dict, anchors_xyxy: torch.Tensor, score_threshold: float | None = None,
+                 nms_iou: float | None = None, max_det_per_image: int | None = None) -> list[dict]:
+        """Detections per image.
+
+        outputs: ``cls_logits [B, A, C]``, ``box_deltas [B, A, 4]``, ``angle_vec [B, A, 2]`` and optionally
+        ``heading_vec [B, A, 2]``; anchors: an ``AnchorSet`` or ``[A, 4]`` xyxy. Returns one dict per image with ``boxes [K, 5]``
+        float32 xywha (le90, radians, pixels of the network input), ``scores [K]`` float32, ``labels [K]``
+        int64 and, with a heading head, ``heading [K]`` float32 radians in ``[-pi, pi)``; sorted by score.
+        """
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        nms_iou = self.nms_iou if nms_iou is None else nms_iou
+        max_det = self.max_det_per_image if max_det_per_image is None else max_det_per_image
+        return [self._one_image(outputs, b, anchors_xyxy, score_threshold, nms_iou, max_det)
+                for b in range(outputs["cls_logits"].shape[0])]
+
+    def _candidates(self, cls_logits: torch.Tensor, score_threshold: float):
+        """Top (anchor, class) pairs above the threshold: (scores [K], anchor index [K], labels [K])."""
+        num_classes = cls_logits.shape[1]
+        scores = cls_logits.float().sigmoid().reshape(-1)
+        k = min(self.pre_nms_topk, scores.numel())
+        top_scores, top_idx = scores.topk(k, sorted=True)
+        if k < scores.numel() and top_scores[-1] > score_threshold and not self._warned_topk:
+            logger.warning("pre_nms_topk=%d cut candidates scoring above %.3g; raise train.pre_nms_topk for "
+                           "denser scenes", self.pre_nms_topk, score_threshold)
+            self._warned_topk = True
+        keep = top_scores > score_threshold
+        top_scores, top_idx = top_scores[keep], top_idx[keep]
+        return top_scores, torch.div(top_idx, num_classes, rounding_mode="floor"), top_idx % num_classes
+
+    def _one_image(self, outputs, b, anchors_xyxy, score_threshold, nms_iou, max_det) -> dict:
+        from obbdet.nms import batched_nms_rotated
+
+        scores, anchor_idx, labels = self._candidates(outputs["cls_logits"][b], score_threshold)
+        boxes = decode_xywha(outputs["box_deltas"][b, anchor_idx], outputs["angle_vec"][b, anchor_idx],
+                             anchors_xyxy[anchor_idx])
+        result = {"boxes": boxes.reshape(-1, BOX_DIM), "scores": scores, "labels": labels}
+        if "heading_vec" in outputs:
+            result["heading"] = vec_to_heading(outputs["heading_vec"][b, anchor_idx].float())
+        if len(scores):
+            keep = batched_nms_rotated(boxes, scores, labels, nms_iou, max_output=max_det)
+            keep = keep[:max_det]
+            result = {name: value[keep] for name, value in result.items()}
+        return result

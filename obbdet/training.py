@@ -1,0 +1,396 @@
+"""Building a training run from its config: runtime, data, model, optimizer state, run outputs, checkpoints.
+
+``train.py`` wires these together; each builder is small and takes explicit arguments.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import obbdet
+from obbdet.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from obbdet.config import RunConfig, config_from_dict, config_to_dict, config_to_yaml
+from obbdet.data import DetectionDataset, ScaledTransform, StrideCollate, default_workers
+from obbdet.distributed import DistInfo, unwrap
+from obbdet.engine import WidthTracker
+from obbdet.io_utils import atomic_write_text
+from obbdet.model.detector import build_detector
+from obbdet.model.loss import LOSS_NAMES, OBBCriterion
+from obbdet.optim import LRSchedule, build_optimizer
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_CLASSES = ("car", "truck", "bus", "van")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runtime
+# ---------------------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; raises ValueError for an unusable device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available")
+    return device
+
+
+def setup_threads(threads: int) -> int:
+    """Torch CPU threads: ``threads`` or, when 0, the cores this process may use."""
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype_for(device: torch.device, enabled: bool):
+    """bfloat16 where supported, else float16; None on CPU or when disabled (AMP is GPU only)."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class DataSources:
+    """Training and validation samples with their class list and the sampler's per-dataset layout."""
+
+    train: list
+    val: list
+    class_names: list[str]
+    dataset_sizes: list[int]
+    quotas: list | None = None  # per-dataset samples per epoch (registry); None: data.virtual_epoch_size
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def has_heading(self) -> bool:
+        return any(s.heading is not None and np.isfinite(s.heading).any() for s in self.train[:500])
+
+
+def synthetic_sources(data_cfg, workers: int = 0) -> DataSources:
+    """The built-in synthetic scenes (rendered once into a cache folder, then reused)."""
+    from datasets_registry.synthetic import load_synthetic
+
+    size = data_cfg.synthetic_size
+    samples = load_synthetic(data_cfg.synthetic_cache or None, n_train=data_cfg.synthetic_train,
+                             n_val=data_cfg.synthetic_val, seed=data_cfg.synthetic_seed, width=size, height=size,
+                             workers=workers)
+    train = [s for s in samples if s.meta.get("split") == "train"]
+    val = [s for s in samples if s.meta.get("split") == "val"]
+    names = list(samples[0].meta.get("class_names", SYNTHETIC_CLASSES)) if samples else list(SYNTHETIC_CLASSES)
+    return DataSources(train, val, names, [len(train)], names=["synthetic"])
+
+
+def registry_sources(data_cfg) -> DataSources:
+    """Samples from a registry config file (``data.registry``); its quotas define the virtual epoch."""
+    from datasets_registry import build_registry
+
+    registry = build_registry(data_cfg.registry)
+    print(registry.summary_table(), flush=True)
+    return DataSources(registry.train, registry.val, list(registry.classes), list(registry.train_sizes),
+                       quotas=list(registry.quotas), names=[r.config.name for r in registry.reports])
+
+
+def build_sources(cfg: RunConfig, render_workers: int = 0) -> DataSources:
+    """Training/validation samples: the registry config ``data.registry``, or the synthetic scenes."""
+    sources = registry_sources(cfg.data) if cfg.data.registry else synthetic_sources(cfg.data, render_workers)
+    if not sources.train:
+        raise ValueError("no training samples")
+    if cfg.data.max_val_images > 0:
+        sources.val = sources.val[:cfg.data.max_val_images]
+    return sources
+
+
+def _seed_worker(worker_id: int) -> None:
+    """DataLoader workers: numpy and python generators seeded from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loaders(cfg: RunConfig, sources: DataSources, dist: DistInfo, device: torch.device, seed: int,
+                  stride: int):
+    """(train loader, val loader, sampler). Train: VirtualEpochSampler sharded over ranks; val: in order."""
+    from datasets_registry.sampler import VirtualEpochSampler
+    from obbdet.augment import build_train_transform, build_val_transform
+
+    size = cfg.model.image_size
+    train_tf = build_train_transform(size, rotate_prob=cfg.data.rotate_prob, seed=seed)
+    val_tf = build_val_transform(cfg.data.val_image_size or size)
+    if cfg.data.scale != 1.0:
+        train_tf, val_tf = ScaledTransform(train_tf, cfg.data.scale), ScaledTransform(val_tf, cfg.data.scale)
+    train_ds = DetectionDataset(sources.train, train_tf)
+    val_ds = DetectionDataset(sources.val, val_tf)
+    epoch_size = None if sources.quotas is not None else cfg.data.virtual_epoch_size
+    sampler = VirtualEpochSampler(sources.dataset_sizes, quotas=sources.quotas, num_samples=epoch_size, seed=seed,
+                                  num_replicas=dist.world_size, rank=dist.rank)
+    workers = cfg.data.workers if cfg.data.workers >= 0 else default_workers(device.type)
+    common = dict(num_workers=workers, collate_fn=StrideCollate(stride), pin_memory=device.type == "cuda",
+                  worker_init_fn=_seed_worker, persistent_workers=False)
+    if workers > 0:
+        common["prefetch_factor"] = 4
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
+                                               drop_last=True, **common)
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.data.val_batch_size, shuffle=False, **common)
+    return train_loader, val_loader, sampler
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model and optimization state
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and is saved in checkpoints."""
+
+    model: torch.nn.Module  # the Detector, or DDP around it
+    criterion: OBBCriterion
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    ema: object | None
+    scaler: object | None
+    width: WidthTracker
+    seed: int = 0
+    epoch: int = 0  # completed epochs
+    global_step: int = 0
+    best_value: float | None = None
+    best_epoch: int | None = None
+    last_metrics: dict = field(default_factory=dict)
+
+    @property
+    def detector(self):
+        return unwrap(self.model)
+
+    @property
+    def eval_detector(self):
+        """The weights used for validation and the best checkpoint: EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.detector
+
+
+def build_model(cfg: RunConfig, class_names: list[str], heading: bool, device: torch.device, dist: DistInfo):
+    """The Detector on ``device`` (channels_last on GPU), wrapped in DDP (SyncBN optional) when distributed."""
+    detector = build_detector(cfg.model, class_names, heading=heading).to(device)
+    if device.type == "cuda" and cfg.optim.channels_last:
+        detector = detector.to(memory_format=torch.channels_last)
+    if not dist.enabled:
+        return detector
+    if cfg.model.sync_bn:
+        if device.type != "cuda":
+            logger.warning("model.sync_bn needs CUDA devices; training with per-process BatchNorm")
+        else:
+            detector = torch.nn.SyncBatchNorm.convert_sync_batchnorm(detector)
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(detector, device_ids=ids, find_unused_parameters=False)
+
+
+def build_train_state(cfg: RunConfig, model, steps_per_epoch: int, device: torch.device,
+                      class_names: list[str]) -> TrainState:
+    from timm.utils import ModelEmaV3
+
+    detector = unwrap(model)
+    optimizer = build_optimizer(detector, cfg.optim)
+    schedule = LRSchedule(optimizer, cfg.schedule, cfg.optim.lr, max(1, steps_per_epoch // cfg.optim.grad_accum),
+                          cfg.train.epochs)
+    ema = ModelEmaV3(detector, decay=cfg.optim.ema_decay, use_warmup=True) if cfg.optim.ema else None
+    amp = amp_dtype_for(device, cfg.optim.amp)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    main = class_names.index(cfg.data.main_class) if cfg.data.main_class in class_names else None
+    criterion = OBBCriterion.from_config(len(class_names), cfg.loss)
+    return TrainState(model, criterion, optimizer, schedule, ema, scaler, WidthTracker(main))
+
+
+def apply_backbone_freeze(state: TrainState, cfg: RunConfig) -> None:
+    """Freeze the backbone during the first ``freeze_backbone_epochs`` epochs (-1: always)."""
+    n = cfg.model.freeze_backbone_epochs
+    state.detector.set_backbone_frozen(n < 0 or state.epoch < n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------------
+
+def checkpoint_payload(state: TrainState, cfg: RunConfig, run_name: str, seed: int, sampler) -> dict:
+    detector = state.detector
+    spec = dict(detector.spec, variant=cfg.model.variant, image_size=cfg.model.image_size)
+    return {
+        "obbdet_version": obbdet.__version__,
+        "model": spec,
+        "state_dict": detector.state_dict(),
+        "ema_state_dict": state.ema.module.state_dict() if state.ema is not None else None,
+        "vehicle_width": state.width.median(),
+        "main_class": cfg.data.main_class,
+        "width_samples": state.width.state_dict(),
+        "calibration": {"width_scale": None, "length_scale": None},
+        "nms_iou": cfg.train.nms_iou,
+        "epoch": state.epoch,
+        "global_step": state.global_step,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.schedule.state_dict(),
+        "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+        "sampler": sampler.state_dict(consumed=0) if sampler is not None else None,
+        "rng": capture_rng_state(),
+        "best": {"metric": cfg.train.best_metric, "value": state.best_value, "epoch": state.best_epoch},
+        "metrics": state.last_metrics,
+        "config": config_to_dict(cfg),
+        "run": {"name": run_name, "seed": seed},
+    }
+
+
+def restore_train_state(state: TrainState, ckpt: dict, sampler) -> None:
+    """Load model, EMA, optimizer, schedule, scaler, sampler position, RNG and bookkeeping from ``ckpt``."""
+    state.detector.load_state_dict(ckpt["state_dict"])
+    if state.ema is not None and ckpt.get("ema_state_dict") is not None:
+        state.ema.module.load_state_dict(ckpt["ema_state_dict"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.schedule.load_state_dict(ckpt["scheduler"])
+    if state.scaler is not None and ckpt.get("scaler") is not None:
+        state.scaler.load_state_dict(ckpt["scaler"])
+    if ckpt.get("width_samples") is not None:
+        state.width.load_state_dict(ckpt["width_samples"])
+    state.epoch, state.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
+    best = ckpt.get("best") or {}
+    state.best_value, state.best_epoch = best.get("value"), best.get("epoch")
+    state.last_metrics = ckpt.get("metrics") or {}
+    if sampler is not None and ckpt.get("sampler") is not None:
+        sampler.load_state_dict(ckpt["sampler"])
+    restore_rng_state(ckpt["rng"])
+
+
+def resume_config(run_dir: Path, overrides) -> tuple[RunConfig | None, dict | None]:
+    """(config, checkpoint) of ``run_dir/last.pt`` with command-line overrides applied; (None, None) if absent."""
+    from obbdet.config import apply_overrides, validate_config
+
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        return None, None
+    ckpt = load_checkpoint(last)
+    cfg = apply_overrides(config_from_dict(ckpt["config"], where=str(last)), overrides)
+    validate_config(cfg)
+    return cfg, ckpt
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run outputs (rank 0 only)
+# ---------------------------------------------------------------------------------------------------
+
+def format_result_line(stage: str, epoch: int, loss: float, seconds: float) -> str:
+    """The line users grep: ``[RESULT]: Train. Epoch: 35, summary_loss: 0.08144, time: 16.2 mins``."""
+    return f"[RESULT]: {stage}. Epoch: {epoch}, summary_loss: {loss:.5f}, time: {seconds / 60:.1f} mins"
+
+
+class RunOutputs:
+    """``runs/<name>/``: config.yaml, log.jsonl, summary.csv, tensorboard events, checkpoints (all atomic).
+
+    On a non-main rank every method is a no-op, so only rank 0 writes.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=purge_step)
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "log.jsonl"
+
+    def write_config(self, cfg: RunConfig) -> None:
+        if self.enabled:
+            atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(cfg))
+
+    def records(self) -> list[dict]:
+        if not self.log_path.is_file():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_after(self, epoch: int) -> None:
+        """On resume: forget log rows of epochs after the checkpoint (they will be redone)."""
+        if self.enabled:
+            self._write_logs([r for r in self.records() if r.get("epoch", 0) <= epoch])
+
+    def log_epoch(self, record: dict) -> None:
+        """Append one epoch's record to log.jsonl and summary.csv and its scalars to tensorboard."""
+        if not self.enabled:
+            return
+        self._write_logs([r for r in self.records() if r.get("epoch") != record["epoch"]] + [record])
+        epoch = record["epoch"]
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key != "epoch" and math.isfinite(value):
+                self.writer.add_scalar(key.replace("map_", "val_map/").replace("train_loss", "train/loss")
+                                       .replace("val_loss", "val/loss"), value, epoch)
+        self.writer.flush()
+
+    def _write_logs(self, records: list[dict]) -> None:
+        atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in records))
+        columns = []
+        for r in records:
+            columns += [k for k in r if k not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        for r in records:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        atomic_write_text(self.run_dir / "summary.csv", buffer.getvalue())
+
+    def save_last(self, payload: dict) -> Path:
+        path = self.run_dir / "last.pt"
+        if self.enabled:
+            save_checkpoint(payload, path)
+        return path
+
+    def save_best(self, payload: dict, epoch: int) -> Path:
+        """``best-checkpoint-NNNepoch.pt``; the previous best file is removed after the new one is written."""
+        path = self.run_dir / f"best-checkpoint-{epoch:03d}epoch.pt"
+        if self.enabled:
+            save_checkpoint(payload, path)
+            for old in self.run_dir.glob("best-checkpoint-*epoch.pt"):
+                if old != path:
+                    old.unlink()
+        return path
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def epoch_record(epoch: int, train_stats: dict, val_losses: dict | None, result, lr: float,
+                 val_seconds: float) -> dict:
+    """One row of log.jsonl / summary.csv."""
+    record = {"epoch": epoch, "lr": lr, "train_loss": train_stats["loss"],
+              "train_minutes": train_stats["seconds"] / 60, "train_images": train_stats["images"],
+              "data_wait_fraction": train_stats["data_seconds"] / max(train_stats["seconds"], 1e-9)}
+    record.update({f"train_{k}": train_stats[k] for k in LOSS_NAMES if k in train_stats})
+    if val_losses is not None:
+        record["val_loss"] = val_losses["loss"]
+        record.update({f"val_{k}": val_losses[k] for k in LOSS_NAMES if k in val_losses})
+        record["val_minutes"] = val_seconds / 60
+    if result is not None:
+        record.update({f"map_{k}": float(v) for k, v in result.map.items()})
+    record["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return record

@@ -1,0 +1,720 @@
+"""Inference: tiling, merging across tile borders, rescaling, caps, bad input, CLI.
+
+Most tests use ``BrightRectDetector``, a deterministic stand-in for a trained network that "detects" bright
+rectangles (thresholding + image moments): it sees half a vehicle where a tile border cuts one, exactly like
+a real model, so tiling, merging, rescaling and caps are tested against known geometry. The end-to-end tests
+at the bottom run real checkpoints: a tiny one trained for one short epoch in a fixture (plumbing, real
+images, bad input), and the quickstart run's (``python train.py quickstart 167``; skipped without it) for
+what needs a model that actually detects vehicles.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from obbdet import inference
+from obbdet.boxes import BOX_DIM, normalize_xywha, xywha_to_poly
+from obbdet.formats import read_obb_json
+from obbdet.inference import (InferenceOptions, RawDetections, Tile, apply_box_scales, detect_image,
+                              discover_images, merge_tile_detections, plan_tiles, read_image_rgb_checked,
+                              rescale_factor, run_inference, scale_xywha, tile_origins)
+from obbdet.iou import box_iou_rotated
+
+import infer as infer_cli
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread: on a shared, oversubscribed CPU, multi-threaded convolutions spin and run many times
+    slower; the tests check results, not speed."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A detector whose answers are known: bright rectangles -> their minimum-area rectangles
+# ---------------------------------------------------------------------------------------------------
+
+BACKGROUND = 30  # grey level of the synthetic ground
+COLORS = {0: (240, 200, 60), 1: (60, 200, 240)}  # class 0 "red" cars, class 1 "blue" trucks; same mean level
+FOREGROUND_MEAN = sum(COLORS[0]) / 3
+
+
+class BrightRectDetector:
+    """Finds bright blobs in ``[B, 3, H, W]`` float images in [0, 1] and returns, per blob, the rectangle with
+    the blob's area-weighted centroid and second moments (exact for a rendered rectangle, a partial box for
+    a rectangle cut by the image edge). Class 0 when red dominates, 1 when blue does; the score grows with
+    the blob's area. Records each input shape it was called with."""
+
+    stride = 128
+
+    def __init__(self):
+        self.calls: list[tuple[int, ...]] = []
+
+    def predict(self, images, score_threshold=0.05, max_det_per_image=1000, nms_iou=0.5):
+        self.calls.append(tuple(images.shape))
+        assert images.dtype == torch.float32 and images.shape[2] % self.stride == 0
+        assert images.shape[3] % self.stride == 0
+        return [self._one(img.permute(1, 2, 0).numpy(), max_det_per_image) for img in images]
+
+    @staticmethod
+    def _one(rgb: np.ndarray, max_det: int) -> dict:
+        weight = np.clip((rgb.mean(axis=2) * 255 - BACKGROUND) / (FOREGROUND_MEAN - BACKGROUND), 0, 1)
+        count, components, stats, _ = cv2.connectedComponentsWithStats((weight > 0.5).astype(np.uint8))
+        boxes, scores, labels = [], [], []
+        height, width = weight.shape
+        for k in range(1, count):
+            x, y, w, h, _ = stats[k]
+            x0, y0, x1, y1 = max(x - 1, 0), max(y - 1, 0), min(x + w + 1, width), min(y + h + 1, height)
+            region = cv2.dilate((components[y0:y1, x0:x1] == k).astype(np.uint8), np.ones((3, 3), np.uint8))
+            patch = weight[y0:y1, x0:x1] * region  # numpy moments: cv2.moments reads an Nx2 array as a contour
+            ys, xs = np.mgrid[y0:y1, x0:x1] + 0.5  # pixel centres in pixel-corner coordinates
+            mass = patch.sum()
+            cx, cy = (patch * xs).sum() / mass, (patch * ys).sum() / mass
+            mu20, mu02 = (patch * (xs - cx) ** 2).sum() / mass, (patch * (ys - cy) ** 2).sum() / mass
+            mu11 = (patch * (xs - cx) * (ys - cy)).sum() / mass
+            half_trace, spread = (mu20 + mu02) / 2, math.hypot((mu20 - mu02) / 2, mu11)
+            # a uniform rectangle of side L has variance L^2 / 12 along that side
+            boxes.append([cx, cy, math.sqrt(12 * (half_trace + spread)), math.sqrt(12 * max(half_trace - spread, 0.0)),
+                          0.5 * math.atan2(2 * mu11, mu20 - mu02)])
+            scores.append(min(0.99, 0.3 + mass / 2000.0))
+            inside = patch > 0.5
+            labels.append(0 if rgb[y0:y1, x0:x1, 0][inside].mean() >= rgb[y0:y1, x0:x1, 2][inside].mean() else 1)
+        boxes = normalize_xywha(np.asarray(boxes, dtype=np.float64).reshape(-1, BOX_DIM))
+        order = np.argsort(-np.asarray(scores), kind="stable")[:max_det]
+        return {"boxes": torch.as_tensor(boxes[order], dtype=torch.float32),
+                "scores": torch.as_tensor(np.asarray(scores)[order], dtype=torch.float32),
+                "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64)[order])}
+
+
+def render_rects(width: int, height: int, boxes: np.ndarray, labels=None, scale: float = 1.0,
+                 supersample: int = 4) -> np.ndarray:
+    """A dark ``[H, W, 3]`` uint8 RGB scene of ``width x height`` x ``scale`` px with each box ``[N, 5]`` (given at
+    scale 1) filled in its class colour; edges anti-aliased by exact-ish area coverage (supersampling)."""
+    out_h, out_w = int(round(height * scale)), int(round(width * scale))
+    labels = np.zeros(len(boxes), int) if labels is None else np.asarray(labels)
+    image = np.full((out_h, out_w, 3), BACKGROUND, np.float32)
+    for cls, color in COLORS.items():
+        sel = np.asarray(boxes, dtype=np.float64).reshape(-1, BOX_DIM)[labels == cls]
+        if not len(sel):
+            continue
+        big = np.zeros((out_h * supersample, out_w * supersample), np.uint8)
+        polys = xywha_to_poly(sel) * scale * supersample - 0.5  # pixel-corner -> OpenCV pixel-centre coordinates
+        cv2.fillPoly(big, list(np.round(polys * 16).astype(np.int32)), 255, cv2.LINE_8, 4)
+        cover = cv2.resize(big, (out_w, out_h), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255
+        image = image * (1 - cover) + np.array(color, np.float32) * cover
+    return np.round(image).astype(np.uint8)
+
+
+def grid_boxes(nx: int, ny: int, spacing: float, origin=(20.0, 20.0), size=(36.0, 16.0), seed=0) -> np.ndarray:
+    """Non-overlapping vehicles on a jittered grid, random angles: ``[nx*ny, 5]``."""
+    rng = np.random.default_rng(seed)
+    xs, ys = np.meshgrid(np.arange(nx) * spacing + origin[0], np.arange(ny) * spacing + origin[1])
+    n = nx * ny
+    jitter = rng.uniform(-0.1, 0.1, (n, 2)) * spacing
+    return np.column_stack([xs.ravel() + jitter[:, 0], ys.ravel() + jitter[:, 1], np.full(n, size[0]),
+                            np.full(n, size[1]), rng.uniform(-math.pi / 2, math.pi / 2, n)])
+
+
+def match_ious(gt: np.ndarray, det: np.ndarray) -> np.ndarray:
+    """Best IoU of each GT box among the detections."""
+    if len(det) == 0:
+        return np.zeros(len(gt))
+    return box_iou_rotated(gt, det).max(axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tiles
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("length,tile,overlap", [(100, 768, 128), (768, 768, 128), (769, 768, 128),
+                                                 (3840, 768, 128), (5616, 512, 100), (2000, 640, 0)])
+def test_tile_origins_cover_with_overlap(length, tile, overlap):
+    origins = tile_origins(length, tile, overlap)
+    assert origins[0] == 0
+    assert origins[-1] + min(tile, length) == length
+    gaps = np.diff(origins)
+    assert (tile - gaps >= overlap).all()  # neighbours share at least `overlap` px
+    assert len(origins) == 1 or len(origins) == math.ceil((length - tile) / (tile - overlap)) + 1
+
+
+def test_plan_tiles_marks_inner_edges():
+    tiles = plan_tiles(1300, 700, 768, 128)
+    assert len(tiles) == 2 and all(t.height == 700 and t.width == 768 for t in tiles)
+    left, right = tiles
+    assert left.inner == (False, False, True, False) and right.inner == (True, False, False, False)
+    assert plan_tiles(300, 200, None)[0].inner == (False,) * 4
+
+
+# ---------------------------------------------------------------------------------------------------
+# Geometry helpers
+# ---------------------------------------------------------------------------------------------------
+
+def test_rescale_factor_and_no_rescale():
+    assert rescale_factor(18.0, 36.0) == 0.5
+    assert rescale_factor(None, -1) == 1.0
+    with pytest.raises(ValueError, match="no training vehicle width"):
+        rescale_factor(None, 20.0)
+    with pytest.raises(ValueError, match="vehicle_width"):
+        rescale_factor(18.0, 0.0)
+
+
+def test_scale_xywha_anisotropic_matches_corner_mapping():
+    boxes = np.array([[100.0, 50.0, 40.0, 10.0, 0.3], [10.0, 20.0, 30.0, 30.0, -1.0]])
+    out = scale_xywha(boxes, 0.5, 0.5)
+    np.testing.assert_allclose(out, [[50, 25, 20, 5, 0.3], [5, 10, 15, 15, -1.0]])
+    # axis-aligned box under unequal factors: exact
+    aabb_box = np.array([[100.0, 50.0, 40.0, 10.0, 0.0]])
+    np.testing.assert_allclose(scale_xywha(aabb_box, 0.5, 0.25), [[50, 12.5, 20, 2.5, 0.0]], atol=1e-9)
+
+
+def test_apply_box_scales_width_and_length():
+    boxes = np.array([[10.0, 10.0, 40.0, 20.0, 0.2]])
+    np.testing.assert_allclose(apply_box_scales(boxes, 0.9, 1.1), [[10, 10, 44, 18, 0.2]])
+    # shrinking the long side below the short one keeps le90 (w >= h)
+    out = apply_box_scales(np.array([[0.0, 0.0, 20.0, 19.0, 0.0]]), 1.0, 0.5)
+    assert out[0, 2] >= out[0, 3]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Merging across tile borders
+# ---------------------------------------------------------------------------------------------------
+
+def _scene_with_cut_vehicles(seed=0):
+    """A 1400 x 1100 scene, tile 512 / overlap 128: a grid of vehicles, plus vehicles centred exactly on
+    every inner tile edge (each is cut in half by one tile and whole in its neighbour)."""
+    width, height, tile, overlap = 1400, 1100, 512, 128
+    tiles = plan_tiles(width, height, tile, overlap)
+    xs = sorted({t.x1 for t in tiles if t.inner[2]} | {t.x0 for t in tiles if t.inner[0]})
+    ys = sorted({t.y1 for t in tiles if t.inner[3]} | {t.y0 for t in tiles if t.inner[1]})
+    on_edges = [[x, y, 40.0, 16.0, 0.0] for x in xs for y in (150.0, 650.0, 1000.0)]
+    on_edges += [[x, y, 40.0, 16.0, math.pi / 2 - 0.4] for y in ys for x in (90.0, 700.0, 1300.0)]
+    on_edges = np.array(on_edges)
+    grid = grid_boxes(14, 11, 100.0, origin=(40.0, 40.0), seed=seed)
+    far = box_iou_rotated(grid, on_edges).max(axis=1) == 0
+    # keep grid vehicles well apart from the edge vehicles (they must not touch)
+    near = np.array([np.min(np.hypot(on_edges[:, 0] - g[0], on_edges[:, 1] - g[1])) > 45 for g in grid])
+    boxes = np.concatenate([on_edges, grid[far & near]])
+    return render_rects(width, height, boxes), boxes, InferenceOptions(tile=tile, overlap=overlap, batch=3)
+
+
+def test_vehicle_cut_by_tile_border_gives_one_detection():
+    image, gt, options = _scene_with_cut_vehicles()
+    det = detect_image(BrightRectDetector(), image, options=options)
+    assert len(det) == len(gt), f"{len(det)} detections for {len(gt)} vehicles"
+    ious = match_ious(gt, det.boxes)
+    assert ious.min() > 0.85, f"worst IoU {ious.min():.3f}"
+    # each vehicle is matched by exactly one detection (no half boxes next to whole ones)
+    assert (box_iou_rotated(det.boxes, gt) > 0.1).sum(axis=0).max() == 1
+
+
+def test_without_border_handling_halves_survive():
+    """The same scene with the cut-vehicle rule disabled leaves extra half boxes: the rule is what fixes it."""
+    image, gt, options = _scene_with_cut_vehicles()
+    from dataclasses import replace
+
+    det = detect_image(BrightRectDetector(), image, options=replace(options, border_margin=-math.inf))
+    assert len(det) > len(gt)
+
+
+def test_merge_prefers_most_interior_tile():
+    tiles = [Tile(0, 0, 512, 512, (False, False, True, False)), Tile(384, 0, 896, 512, (True, False, False, False))]
+    whole = [448.0, 100.0, 40.0, 16.0, 0.0]  # inside both tiles
+    half = [500.0, 300.0, 24.0, 16.0, 0.0]  # cut by tile 0's right edge (x = 512)
+    full_of_half = [512.0, 300.0, 48.0, 16.0, 0.0]  # the same vehicle, whole in tile 1
+    dets = RawDetections(np.array([whole, half, whole, full_of_half]), np.array([0.9, 0.95, 0.8, 0.6]),
+                         np.array([0, 1, 0, 0]), np.array([0, 0, 1, 1]))
+    merged = merge_tile_detections(dets, tiles, nms_iou=0.5)
+    assert len(merged) == 2
+    kept = {tuple(np.round(b, 1)) for b in merged.boxes}
+    assert tuple(full_of_half) in kept  # the cut view lost despite its higher score and other class
+    assert tuple(whole) in kept
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tiled vs whole, batching, memory
+# ---------------------------------------------------------------------------------------------------
+
+def test_tiled_and_whole_agree_on_one_pass_image():
+    from eval.miou import compute_miou  # the function behind tools/compute_miou.py
+
+    boxes = grid_boxes(9, 9, 100.0, origin=(50.0, 50.0), seed=3)
+    image = render_rects(900, 900, boxes)
+    tiled = detect_image(BrightRectDetector(), image, options=InferenceOptions(tile=384, overlap=96))
+    whole = detect_image(BrightRectDetector(), image, options=InferenceOptions(whole=True))
+    result = compute_miou({"scene": tiled}, {"scene": whole})
+    assert len(tiled) == len(whole) == len(boxes)
+    assert result.miou >= 0.98
+
+
+def test_memory_bounded_by_batch_not_image():
+    detector = BrightRectDetector()
+    image = render_rects(2400, 1500, grid_boxes(16, 10, 140.0, seed=1), supersample=1)
+    detect_image(detector, image, options=InferenceOptions(tile=512, overlap=64, batch=2))
+    assert len(detector.calls) == math.ceil(len(plan_tiles(2400, 1500, 512, 64)) / 2)
+    assert all(shape[0] <= 2 and shape[2:] == (512, 512) for shape in detector.calls)
+
+
+def test_small_images_share_batches_and_results_match(tmp_path):
+    boxes = grid_boxes(3, 3, 90.0, origin=(40.0, 40.0), seed=5)
+    for i in range(5):
+        _write_good(tmp_path / "in" / f"img{i}.png", boxes[i % 3:], size=(300, 280))
+    detector = BrightRectDetector()
+    images = discover_images(tmp_path / "in")
+    summary = run_inference(detector, images, tmp_path / "in", tmp_path / "out", class_names=["car", "truck"],
+                            options=InferenceOptions(batch=4), progress=False)
+    assert summary.images == 5 and not summary.failures
+    assert [c[0] for c in detector.calls] == [4, 1]  # five 1-tile images in two forward passes
+    for i, path in enumerate(images):
+        labels = read_obb_json(tmp_path / "out" / f"{path.stem}.json", detections=True)
+        assert len(labels) == len(boxes[i % 3:])
+        assert match_ious(boxes[i % 3:], labels.boxes).min() > 0.85
+
+
+# ---------------------------------------------------------------------------------------------------
+# Caps
+# ---------------------------------------------------------------------------------------------------
+
+def test_no_silent_cap_and_warning_when_cap_reached(caplog):
+    boxes = grid_boxes(40, 30, 24.0, origin=(12.0, 12.0), size=(12.0, 6.0), seed=2)  # 1200 vehicles
+    image = render_rects(960, 720, boxes)
+    detector = BrightRectDetector()
+    det = detect_image(detector, image, options=InferenceOptions(whole=True, max_det=1500), name="dense.png")
+    assert len(det) == 1200
+    with caplog.at_level(logging.WARNING, logger="obbdet.inference"):
+        capped = detect_image(detector, image, options=InferenceOptions(tile=512, overlap=64, max_det=1000),
+                              name="dense.png")
+    assert len(capped) == 1000
+    assert any("dense.png" in r.getMessage() and "1000" in r.getMessage() for r in caplog.records)
+    assert capped.scores.min() >= det.scores[np.argsort(-det.scores)][999] - 1e-6  # the top scores are kept
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rescaling
+# ---------------------------------------------------------------------------------------------------
+
+def test_rescaling_two_resolutions_agree():
+    boxes = grid_boxes(8, 6, 110.0, origin=(60.0, 60.0), size=(40.0, 18.0), seed=4)
+    low = render_rects(900, 700, boxes, scale=1.0)
+    high = render_rects(900, 700, boxes, scale=2.5)
+    options = InferenceOptions(tile=512, overlap=128)
+    det_low = detect_image(BrightRectDetector(), low, options=options, scale=rescale_factor(18.0, 18.0))
+    det_high = detect_image(BrightRectDetector(), high, options=options, scale=rescale_factor(18.0, 45.0))
+    assert det_high.width == high.shape[1]  # reported in the image's own pixels
+    common = scale_xywha(det_high.boxes, 1 / 2.5, 1 / 2.5)
+    assert len(det_low) == len(det_high) == len(boxes)
+    iou = box_iou_rotated(det_low.boxes, common).max(axis=1)
+    assert iou.min() > 0.9, iou.min()
+    assert match_ious(boxes, common).min() > 0.85
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading images and folders
+# ---------------------------------------------------------------------------------------------------
+
+def _write_good(path: Path, boxes, size=(320, 256)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(render_rects(*size, boxes), cv2.COLOR_RGB2BGR))
+    assert ok
+    path.write_bytes(data.tobytes())
+    return data.tobytes()
+
+
+def _bad_input_folder(root: Path) -> tuple[list[str], dict[str, str]]:
+    """Good images in nested folders among bad files; returns (good relative paths, bad name -> reason)."""
+    boxes = grid_boxes(3, 2, 90.0, origin=(50.0, 50.0), seed=7)
+    good = ["a.jpg", "sub/b.png", "sub/deeper/c.tif", "d.BMP"]
+    for rel in good:
+        _write_good(root / rel, boxes)
+    (root / "empty.jpg").write_bytes(b"")
+    jpeg = (root / "a.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])
+    (root / "notes.png").write_text("this is not an image\n")
+    (root / "broken_link.jpg").symlink_to(root / "does_not_exist.jpg")
+    (root / "readme.txt").write_text("ignored: not an image extension")
+    bad = {"empty.jpg": "empty file", "truncated.jpg": "cannot decode", "notes.png": "cannot decode",
+           "broken_link.jpg": "not found"}
+    if os.geteuid() != 0:  # root reads anything: the permission case needs an ordinary user
+        _write_good(root / "locked.jpg", boxes)
+        os.chmod(root / "locked.jpg", 0)
+        bad["locked.jpg"] = "cannot read"
+    return good, bad
+
+
+def test_read_image_reasons(tmp_path):
+    good, bad = _bad_input_folder(tmp_path)
+    assert read_image_rgb_checked(tmp_path / good[0]).shape == (256, 320, 3)
+    for name, reason in bad.items():
+        with pytest.raises(inference.ImageReadError, match=reason):
+            read_image_rgb_checked(tmp_path / name)
+
+
+def test_discover_images_recursive_sorted_and_excludes_output(tmp_path):
+    good, bad = _bad_input_folder(tmp_path)
+    _write_good(tmp_path / "out" / "x.jpg", grid_boxes(1, 1, 10.0))
+    found = [p.relative_to(tmp_path).as_posix() for p in discover_images(tmp_path, exclude=[tmp_path / "out"])]
+    assert found == sorted(good + list(bad))
+    assert "readme.txt" not in found
+
+
+def test_bad_files_are_listed_and_good_ones_processed(tmp_path):
+    good, bad = _bad_input_folder(tmp_path / "in")
+    images = discover_images(tmp_path / "in")
+    summary = run_inference(BrightRectDetector(), images, tmp_path / "in", tmp_path / "out", class_names=["car"],
+                            progress=False)
+    assert summary.images == len(good)
+    assert sorted(Path(f.path).name for f in summary.failures) == sorted(bad)
+    for failure in summary.failures:
+        assert bad[Path(failure.path).name] in failure.reason
+    for rel in good:
+        assert (tmp_path / "out" / Path(rel).with_suffix(".json")).is_file()
+    text = summary.format()
+    assert "failures:" in text and "empty.jpg" in text
+
+
+def test_stem_collision_is_a_failure_not_an_overwrite(tmp_path):
+    boxes = grid_boxes(2, 2, 90.0, origin=(50.0, 50.0))
+    _write_good(tmp_path / "in" / "a.jpg", boxes)
+    _write_good(tmp_path / "in" / "a.png", boxes[:1])
+    images = discover_images(tmp_path / "in")
+    summary = run_inference(BrightRectDetector(), images, tmp_path / "in", tmp_path / "out", class_names=["car"],
+                            progress=False)
+    assert summary.images == 1 and len(summary.failures) == 1 and "already used" in summary.failures[0].reason
+    assert len(read_obb_json(tmp_path / "out" / "a.json", detections=True)) == 4
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output modes and the CLI (detector loading replaced by the stand-in)
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_loader(monkeypatch):
+    """Make infer.py load ``BrightRectDetector`` with a training vehicle width of 16 px and a width factor."""
+    info = inference.CheckpointInfo(["car", "truck"], 16.0, 0.9, None, 0.4)
+
+    def loader(checkpoint, device, use_ema=True):
+        if Path(checkpoint).read_bytes() != b"fake":
+            raise inference.InferenceSetupError(f"{checkpoint}: not an obbdet checkpoint")
+        return BrightRectDetector(), info
+
+    original = inference.prepare_run
+    monkeypatch.setattr(inference, "prepare_run", lambda *a, **k: original(*a, detector_loader=loader, **k))
+    return info
+
+
+def _cli_folder(tmp_path) -> tuple[Path, Path, np.ndarray]:
+    boxes = grid_boxes(3, 2, 100.0, origin=(60.0, 60.0), size=(40.0, 16.0), seed=9)
+    folder = tmp_path / "frames"
+    _write_good(folder / "f1.png", boxes, size=(400, 300))
+    _write_good(folder / "sub" / "f2.png", boxes, size=(400, 300))
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"fake")
+    return folder, ckpt, boxes
+
+
+def test_cli_obb_default_output_folder_and_width_scale(tmp_path, fake_loader, capsys):
+    folder, ckpt, boxes = _cli_folder(tmp_path)
+    rc = infer_cli.main([str(folder), "16", str(ckpt), "obb", "--device", "cpu", "--tile", "256",
+                         "--overlap", "64", "--quiet", "--draw"])
+    assert rc == 0
+    out = tmp_path / "frames_det"
+    labels = read_obb_json(out / "sub" / "f2.json", detections=True)
+    assert labels.image == "f2.png" and (labels.width, labels.height) == (400, 300)
+    assert set(labels.classes) == {"car"}
+    order = box_iou_rotated(boxes, labels.boxes).argmax(axis=1)
+    # the checkpoint's calibrated width factor (0.9) shrank every short side; lengths untouched
+    np.testing.assert_allclose(labels.boxes[order, 3], boxes[:, 3] * 0.9, rtol=0.08)
+    np.testing.assert_allclose(labels.boxes[order, 2], boxes[:, 2], rtol=0.06)
+    assert (out / "f1.overlay.jpg").is_file()
+    printed = capsys.readouterr().out
+    assert "images: 2 processed, 0 failed" in printed and "per megapixel" in printed
+
+
+def test_cli_width_scale_override_and_aabb_mode(tmp_path, fake_loader):
+    folder, ckpt, boxes = _cli_folder(tmp_path)
+    out = tmp_path / "custom"
+    assert infer_cli.main([str(folder), "16", str(ckpt), "aabb", "--out", str(out), "--device", "cpu",
+                           "--whole", "--width-scale", "1.0", "--quiet"]) == 0
+    doc = json.loads((out / "f1.json").read_text())
+    assert len(doc["objects"]) == len(boxes)
+    for obj in doc["objects"]:
+        x0, y0, x1, y1 = obj["bbox"]
+        assert obj["angle"] in (0.0, -90.0)
+        assert math.isclose(obj["length"], max(x1 - x0, y1 - y0), abs_tol=2e-3)
+        assert math.isclose(obj["cx"], (x0 + x1) / 2, abs_tol=2e-3)
+    hulls = np.array([o["bbox"] for o in doc["objects"]])
+    poly = xywha_to_poly(boxes)
+    truth = np.column_stack([poly[..., 0].min(1), poly[..., 1].min(1), poly[..., 0].max(1), poly[..., 1].max(1)])
+    for row in truth:
+        assert np.abs(hulls - row).max(axis=1).min() < 1.5
+
+
+def test_cli_bad_files_exit_nonzero(tmp_path, fake_loader, capsys):
+    good, bad = _bad_input_folder(tmp_path / "frames")
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"fake")
+    rc = infer_cli.main([str(tmp_path / "frames"), "-1", str(ckpt), "obb", "--device", "cpu", "--quiet"])
+    assert rc == inference.EXIT_IMAGE_FAILURES == 1
+    printed = capsys.readouterr().out
+    for name in bad:
+        assert name in printed
+    assert f"images: {len(good)} processed, {len(bad)} failed" in printed
+
+
+def test_cli_setup_errors_fail_before_work(tmp_path, fake_loader, capsys):
+    folder, ckpt, _ = _cli_folder(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    rc = infer_cli.main([str(folder), "16", str(ckpt), "obb", "--out", str(blocker / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"something else")
+    rc = infer_cli.main([str(folder), "16", str(other), "obb", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not an obbdet checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "frames_det").exists()  # nothing was written
+    rc = infer_cli.main([str(tmp_path / "missing"), "16", str(ckpt), "obb", "--device", "cpu"])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        infer_cli.main([str(folder), "0", str(ckpt), "obb"])  # vehicle width must be > 0 or -1
+
+
+def test_out_of_memory_fails_that_image_only(tmp_path):
+    """A forward pass that runs out of memory fails the images of that batch; the run goes on."""
+
+    class PickyDetector(BrightRectDetector):
+        def predict(self, images, **kwargs):
+            if images.shape[-1] > 256:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return super().predict(images, **kwargs)
+
+    boxes = grid_boxes(2, 2, 90.0, origin=(50.0, 50.0))
+    _write_good(tmp_path / "in" / "big.png", boxes, size=(600, 200))
+    _write_good(tmp_path / "in" / "small.png", boxes, size=(250, 200))
+    images = discover_images(tmp_path / "in")
+    summary = run_inference(PickyDetector(), images, tmp_path / "in", tmp_path / "out", class_names=["car"],
+                            options=InferenceOptions(whole=True, batch=1), progress=False)
+    assert summary.images == 1 and [Path(f.path).name for f in summary.failures] == ["big.png"]
+    assert "out of memory" in summary.failures[0].reason
+    assert (tmp_path / "out" / "small.json").is_file() and not (tmp_path / "out" / "big.json").exists()
+
+
+def test_heading_follows_anisotropic_rescaling():
+    heading = np.array([0.0, math.pi / 4, -3 * math.pi / 4, np.nan])
+    out = inference.scale_heading(heading, 1.0, 2.0)
+    np.testing.assert_allclose(out[:3], [0.0, math.atan2(2, 1), math.atan2(-2, -1)])
+    assert np.isnan(out[3])
+    np.testing.assert_array_equal(inference.scale_heading(heading[:3], 0.5, 0.5), heading[:3])
+
+
+# ---------------------------------------------------------------------------------------------------
+# End to end with real checkpoints
+# ---------------------------------------------------------------------------------------------------
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART_RUN = Path(os.environ.get("OBBDET_QUICKSTART", PROJECT_ROOT / "runs" / "quickstart"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint: the ``tiny`` variant (obbdet_micro) trained for one short epoch on synthetic scenes.
+
+    Trained once per test session, also under pytest-xdist (the workers share it through a file lock).
+    """
+    from filelock import FileLock
+
+    import train
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # per session, shared by workers
+    ckpt = shared / "infer_tiny_run" / "tiny" / "last.pt"
+    with FileLock(str(shared / "infer_tiny_run.lock")):
+        if not ckpt.is_file():
+            rc = train.main(["tiny", "0", "--config", "tiny", "--no-progress", f"train.out_dir={ckpt.parents[1]}",
+                             f"data.synthetic_cache={shared / 'infer_tiny_cache'}", "train.epochs=1",
+                             "train.threads=1"])
+            assert rc == 0 and ckpt.is_file()
+    return ckpt
+
+
+def quickstart_checkpoint() -> Path:
+    """The checkpoint of ``python train.py quickstart 167`` (best epoch, else last); skips when absent."""
+    run = QUICKSTART_RUN
+    if run.is_file():
+        return run
+    best = sorted(run.glob("best-checkpoint-*epoch.pt"))
+    if best:
+        return best[-1]
+    if (run / "last.pt").is_file():
+        return run / "last.pt"
+    pytest.skip(f"no quickstart checkpoint in {run}: run `python train.py quickstart 167` first "
+                f"(or set OBBDET_QUICKSTART to a run folder or .pt file)")
+
+
+def test_real_checkpoint_runs_on_dota_fixtures(tiny_checkpoint, fixtures_dir, tmp_path, capsys):
+    out = tmp_path / "dota_det"
+    rc = infer_cli.main([str(fixtures_dir / "dota" / "images"), "-1", str(tiny_checkpoint), "obb", "--out", str(out),
+                         "--device", "cpu", "--quiet", "--score", "0.2"])
+    assert rc == 0, capsys.readouterr()
+    for image in (fixtures_dir / "dota" / "images").glob("*.png"):
+        labels = read_obb_json(out / f"{image.stem}.json", detections=True)
+        assert labels.image == image.name
+        assert (labels.width, labels.height) == cv2.imread(str(image)).shape[1::-1]
+        assert np.isfinite(labels.boxes).all() and (labels.boxes[:, 2] >= labels.boxes[:, 3]).all()
+        assert set(labels.classes) <= {"car", "truck", "bus", "van"}
+    assert "images: 3 processed, 0 failed" in capsys.readouterr().out
+
+
+def test_real_checkpoint_runs_on_unlabeled_bus_yard(tiny_checkpoint, fixtures_dir, tmp_path, capsys):
+    """dota_demo.jpg (1616 x 1565), rescaled (buses and cars ~ 22 px wide there), aabb output and overlays."""
+    out = tmp_path / "demo_det"
+    rc = infer_cli.main([str(fixtures_dir / "unlabeled"), "22", str(tiny_checkpoint), "aabb", "--out", str(out),
+                         "--device", "cpu", "--quiet", "--draw", "--score", "0.2", "--batch", "2"])
+    assert rc == 0, capsys.readouterr()
+    doc = json.loads((out / "dota_demo.json").read_text())
+    assert (doc["width"], doc["height"]) == (1616, 1565)
+    assert all(len(obj["bbox"]) == 4 and obj["angle"] in (0.0, -90.0) for obj in doc["objects"])
+    overlay = cv2.imread(str(out / "dota_demo.overlay.jpg"))
+    assert overlay is not None and overlay.shape[:2] == (1565, 1616)
+    assert "rescale x" in capsys.readouterr().out
+
+
+def test_real_checkpoint_bad_files_and_foreign_checkpoint(tiny_checkpoint, tmp_path, capsys):
+    good, bad = _bad_input_folder(tmp_path / "frames")
+    rc = infer_cli.main([str(tmp_path / "frames"), "20", str(tiny_checkpoint), "obb", "--device", "cpu", "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 1
+    assert f"images: {len(good)} processed, {len(bad)} failed" in printed
+    for name, reason in bad.items():
+        assert any(name in line and reason in line for line in printed.splitlines())
+    assert sorted(p.relative_to(tmp_path / "frames_det").as_posix() for p in (tmp_path / "frames_det").rglob("*.json")) \
+        == sorted(Path(g).with_suffix(".json").as_posix() for g in good)
+    # a checkpoint from another tool (a bare state dict) and a non-checkpoint file: one line, nothing written
+    foreign = tmp_path / "other_tool.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, foreign)
+    notes = tmp_path / "notes.pt"
+    notes.write_text("not a checkpoint")
+    for ckpt in (foreign, notes):
+        rc = infer_cli.main([str(tmp_path / "frames"), "20", str(ckpt), "obb", "--out", str(tmp_path / "never"),
+                             "--device", "cpu"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "not an obbdet checkpoint" in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "never").exists()
+
+
+def _quickstart_setup():
+    ckpt = quickstart_checkpoint()
+    detector, info = inference.load_detector(ckpt, "cpu")
+    return detector, info
+
+
+def test_quickstart_dense_scene_600_vehicles_not_capped(caplog):
+    """A dense synthetic car park with 600 vehicles gives about 600 detections: nothing caps them at 100/300/500."""
+    from datasets_registry.synthetic import render_scene
+    from eval import match_image
+
+    detector, info = _quickstart_setup()
+    image, gt = render_scene(11, 2048, 2048, dense=True, n_vehicles=600, vehicle_width=16.0)
+    assert len(gt) == 600
+    options = InferenceOptions(tile=768, overlap=128, batch=2, score_threshold=0.3, nms_iou=info.nms_iou or 0.4)
+    with caplog.at_level(logging.WARNING):
+        det = detect_image(detector, image, options=options, scale=rescale_factor(info.train_vehicle_width, 16.0),
+                           class_names=info.class_names, name="dense")
+    assert not [r for r in caplog.records if "cap" in r.getMessage()]
+    matched = match_image(gt, det, 0.5)
+    print(f"{len(det)} detections, GT matched at IoU 0.5: {int(np.sum(matched.gt_matched))}")
+    assert 0.85 * 600 <= len(det) <= 1.15 * 600
+    assert np.sum(matched.gt_matched) >= 0.8 * (len(gt) - gt.difficult.sum())
+
+
+def test_quickstart_vehicles_cut_by_tile_borders_detected_once():
+    """Small tiles over a real-looking scene: every vehicle crossing an inner tile edge gets one detection."""
+    from datasets_registry.synthetic import render_scene
+
+    detector, info = _quickstart_setup()
+    vehicle_width = float(info.train_vehicle_width)
+    image, gt = render_scene(21, 1280, 896, vehicle_width=vehicle_width, dense=True)
+    options = InferenceOptions(tile=384, overlap=96, batch=4, score_threshold=0.3, nms_iou=info.nms_iou or 0.4)
+    det = detect_image(detector, image, options=options, class_names=info.class_names)
+    tiles = plan_tiles(1280, 896, 384, 96)
+    edges_x = {t.x1 for t in tiles if t.inner[2]} | {t.x0 for t in tiles if t.inner[0]}
+    edges_y = {t.y1 for t in tiles if t.inner[3]} | {t.y0 for t in tiles if t.inner[1]}
+    aabb = np.column_stack([xywha_to_poly(gt.boxes)[..., 0].min(1), xywha_to_poly(gt.boxes)[..., 1].min(1),
+                            xywha_to_poly(gt.boxes)[..., 0].max(1), xywha_to_poly(gt.boxes)[..., 1].max(1)])
+    crossing = np.array([any(a[0] < x < a[2] for x in edges_x) or any(a[1] < y < a[3] for y in edges_y)
+                         for a in aabb]) & ~gt.difficult
+    assert crossing.sum() >= 20
+    iou = box_iou_rotated(gt.boxes[crossing], det.boxes)
+    found = (iou >= 0.5).any(axis=1)
+    assert found.mean() >= 0.8, f"only {found.sum()} of {crossing.sum()} vehicles on tile edges found"
+    # two detections overlapping one vehicle (a half box beside the whole one) must not happen
+    overlapping = (iou >= 0.15).sum(axis=1)
+    assert (overlapping[found] >= 2).mean() <= 0.05, overlapping
+
+
+def test_quickstart_tiled_and_whole_agree(tmp_path):
+    """An image that fits in one pass: tiles of 384 (overlap 128) vs the whole image, compared with
+    tools/compute_miou.py: the matched mIoU is at least 0.98."""
+    from datasets_registry.synthetic import render_scene
+    from tools import compute_miou as miou_tool
+
+    ckpt = quickstart_checkpoint()
+    from obbdet.checkpoint import load_checkpoint
+
+    info = inference.checkpoint_info(load_checkpoint(ckpt))
+    image, _ = render_scene(5, 896, 896, vehicle_width=float(info.train_vehicle_width), dense=True)
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "scene.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    common = [str(folder), "-1", str(ckpt), "obb", "--device", "cpu", "--quiet", "--score", "0.3"]
+    assert infer_cli.main(common + ["--out", str(tmp_path / "tiled"), "--tile", "384", "--overlap", "128"]) == 0
+    assert infer_cli.main(common + ["--out", str(tmp_path / "whole"), "--whole"]) == 0
+    assert miou_tool.main([str(tmp_path / "tiled"), str(tmp_path / "whole"), "--out", str(tmp_path / "miou")]) == 0
+    report = json.loads((tmp_path / "miou" / "miou.json").read_text())
+    n_whole = len(read_obb_json(tmp_path / "whole" / "scene.json", detections=True))
+    assert n_whole >= 20
+    assert report["matched"] >= 0.95 * n_whole and report["unmatched_a"] <= 0.05 * n_whole  # no extra halves
+    assert report["miou"] >= 0.98, report
+
+
+def test_quickstart_rescaling_two_resolutions_agree():
+    """One scene at two resolutions (rendered at 2x, downsampled for 1x), each with its matching vehicle_width:
+    the detections agree after mapping the 2x ones to the 1x scale."""
+    from datasets_registry.synthetic import render_scene
+    from eval.miou import compute_miou
+
+    detector, info = _quickstart_setup()
+    high, _ = render_scene(8, 1280, 1024, vehicle_width=30.0)
+    low = cv2.resize(high, (640, 512), interpolation=cv2.INTER_AREA)
+    options = InferenceOptions(tile=768, overlap=128, score_threshold=0.3, nms_iou=info.nms_iou or 0.4)
+    det_high = detect_image(detector, high, options=options, scale=rescale_factor(info.train_vehicle_width, 30.0),
+                            class_names=info.class_names)
+    det_low = detect_image(detector, low, options=options, scale=rescale_factor(info.train_vehicle_width, 15.0),
+                           class_names=info.class_names)
+    det_high.boxes = scale_xywha(det_high.boxes, 0.5, 0.5)
+    result = compute_miou({"scene": det_low}, {"scene": det_high})
+    assert len(det_low) >= 10
+    assert result.matched >= 0.9 * max(len(det_low), len(det_high))
+    assert result.miou >= 0.9, result.format()
+
+
+def test_device_checks():
+    assert inference.resolve_device("cpu", half=False) == "cpu"
+    with pytest.raises(inference.InferenceSetupError, match="--half needs a CUDA device"):
+        inference.resolve_device("cpu", half=True)
+    with pytest.raises(inference.InferenceSetupError, match="device"):
+        inference.resolve_device("banana", half=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(inference.InferenceSetupError, match="CUDA is not available"):
+            inference.resolve_device("cuda", half=False)
