@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 
 EPILOG = """\
-vehicle_width: the typical vehicle width (short side) in pixels of these images; each image is rescaled by
-  (training vehicle width stored in the checkpoint) / vehicle_width so vehicles appear at the size the
-  network was trained on. -1 runs at the images' own resolution.
-obb mode: objects {class, cx, cy, length, width, angle (degrees), score}.
+vehicle_width: the typical width (short side) in pixels of a car (the checkpoint's main class) in these
+  images; each image is rescaled by (training vehicle width stored in the checkpoint) / vehicle_width so
+  vehicles appear at the size the network was trained on. -1 runs at the images' own resolution. Tile size
+  and overlap are in rescaled pixels; detections are written in the original image's pixels.
+obb mode: objects {class, cx, cy, length, width, angle (degrees), score} (+ heading in degrees when the
+  model predicts the vehicle's front).
 aabb mode: each detection's axis-aligned hull, written in the same obb_json layout with angle 0 (-90 when
   taller than wide, as length is the long side) plus "bbox": [x_min, y_min, x_max, y_max].
 --draw writes <stem>.overlay.jpg beside each JSON.
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", type=Path, help="folder of images (searched recursively: jpg, png, tif, bmp)")
-    p.add_argument("vehicle_width", type=_vehicle_width, help="vehicle width in image pixels, or -1")
+    p.add_argument("vehicle_width", type=_vehicle_width, help="car width in image pixels, or -1 (see below)")
     p.add_argument("checkpoint", type=Path, help="obbdet checkpoint (.pt)")
     p.add_argument("mode", choices=("obb", "aabb"), help="oriented or axis-aligned output boxes")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <folder>_det)")

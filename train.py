@@ -52,7 +52,7 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
     val_start = time.perf_counter()
     if dist.is_main and (state.epoch % cfg.train.eval_interval == 0 or state.epoch == cfg.train.epochs):
         eval_opts = engine.EvalOptions(cfg.train.score_threshold, cfg.train.nms_iou, cfg.train.max_det_per_image,
-                                       amp, channels_last, progress)
+                                       cfg.train.pre_nms_topk, amp, channels_last, progress)
         val_losses, result = engine.evaluate(state.eval_detector, state.criterion, val_loader, device,
                                              class_names, eval_opts)
         print(training.format_result_line("Val", state.epoch, val_losses["loss"], time.perf_counter() - val_start))
@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     training.seed_everything(args.seed + dist.rank)
     if not dist.is_main:
         distributed.barrier()  # rank 0 renders / imports first, the others then read its cache
-    sources = training.build_sources(cfg, render_workers=threads if dist.is_main else 0)
+    sources = training.build_sources(cfg, render_workers=threads if dist.is_main else 0,
+                                     progress=not args.no_progress)
     if dist.is_main:
         distributed.barrier()
     heading = cfg.model.heading if cfg.model.heading is not None else sources.has_heading

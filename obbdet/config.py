@@ -43,7 +43,7 @@ class ModelConfig:
     image_size: int = 256
     pretrained: bool = False  # True needs backbone_weights: weights are never downloaded
     backbone_weights: str = ""  # local file with timm backbone weights (state dict)
-    heading: bool | None = None  # heading head; None: on when the training data carry headings
+    heading: bool | None = False  # heading head (vehicle front); None: on when the training data carry headings
     fpn_channels: int | None = None
     fpn_cell_repeats: int | None = None
     box_class_repeats: int | None = None
@@ -81,8 +81,10 @@ class DataConfig:
 class LossConfig:
     """Anchor labeling and the criterion (see ``obbdet.model.loss``)."""
 
-    match_iou: float = 0.5  # anchor-vs-GT-AABB IoU for a positive
-    unmatch_iou: float = 0.4  # below: negative; between: ignored
+    assigner: str = "atss"  # atss (adaptive IoU threshold + centre inside the rotated box) | iou (fixed thresholds)
+    atss_topk: int = 9  # ATSS candidates per GT and pyramid level
+    match_iou: float = 0.5  # iou assigner: anchor-vs-GT-AABB IoU for a positive
+    unmatch_iou: float = 0.4  # iou assigner: below: negative; between: ignored
     focal_alpha: float = 0.25
     focal_gamma: float = 1.5
     huber_delta: float = 0.1
@@ -97,7 +99,7 @@ class OptimConfig:
     """Optimizer and per-step options."""
 
     optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 2e-3
+    lr: float = 8e-3
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD momentum (AdamW beta1 is kept at 0.9)
     nesterov: bool = True
@@ -137,7 +139,7 @@ class TrainConfig:
     score_threshold: float = 0.05  # detections kept for evaluation
     nms_iou: float = 0.4
     max_det_per_image: int = 1000
-    pre_nms_topk: int = 3000
+    pre_nms_topk: int = 1000  # candidates per class decoded before NMS (warns when it cuts)
     log_interval: int = 20  # steps between tqdm postfix / tensorboard step scalars
     max_steps_per_epoch: int = 0  # debugging: cut epochs short (0 = full virtual epoch)
 
@@ -174,7 +176,7 @@ VARIANTS: dict[str, dict] = {
                  "batch_size": 4, "val_batch_size": 4, "workers": 0},
         "optim": {"ema": True, "ema_decay": 0.9},
         "schedule": {"warmup_epochs": 0.0},
-        "train": {"epochs": 2, "score_threshold": 0.05, "pre_nms_topk": 1000},
+        "train": {"epochs": 2},
     },
 }
 
@@ -336,6 +338,7 @@ _CHOICES = {
     ("optim", "optimizer"): ("adamw", "sgd"),
     ("schedule", "name"): ("cosine", "multistep", "plateau", "onecycle", "constant"),
     ("loss", "difficult"): ("positive", "ignore"),
+    ("loss", "assigner"): ("atss", "iou"),
 }
 
 

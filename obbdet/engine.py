@@ -186,6 +186,7 @@ class EvalOptions:
     score_threshold: float = 0.01
     nms_iou: float = 0.4
     max_det_per_image: int = 1000
+    pre_nms_topk: int = 1000
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     show_progress: bool = True
@@ -216,7 +217,8 @@ def evaluate(detector, criterion, loader, device, class_names: list[str], option
         losses = criterion(outputs, targets, anchors)
         meter.update({name: float(losses[name]) for name in ("loss",) + LOSS_NAMES}, images.shape[0])
         detections = detector.postprocess(outputs, anchors, score_threshold=options.score_threshold,
-                                          nms_iou=options.nms_iou, max_det_per_image=options.max_det_per_image)
+                                          nms_iou=options.nms_iou, max_det_per_image=options.max_det_per_image,
+                                          pre_nms_topk=options.pre_nms_topk)
         for target, det in zip(targets, detections):
             gt_boxes.append(target["boxes"].cpu().numpy())
             gt_labels.append(target["labels"].cpu().numpy())

@@ -5,13 +5,15 @@ Pipeline per image (boxes are ``xywha`` le90 rows ``[cx, cy, w, h, a]``, pixels,
 1. read once as ``[H, W, 3]`` uint8 RGB (:func:`read_image_rgb_checked`, one clear reason per failure);
 2. rescale by ``train_vehicle_width / vehicle_width`` so vehicles have the size the network was trained on
    (:func:`rescale_factor`, :func:`resize_image`);
-3. cut into overlapping tiles (:func:`plan_tiles`) or keep whole (``whole=True``); tiles are cut lazily into a
+3. cut into overlapping tiles whose offsets lie on the network's stride grid (:func:`plan_tiles`, so a tile sees
+   what a whole-image pass sees there) or keep whole (``whole=True``); tiles are cut lazily into a
    ``[B, Hp, Wp, 3]`` uint8 staging buffer of ``batch`` tiles (``Hp, Wp`` padded to the network stride), so memory
    grows with the batch, not with the image; consecutive tiles of several small images share a batch;
 4. ``Detector.predict`` per batch; tile detections are shifted to the rescaled image;
 5. merged (:func:`merge_tile_detections`): a detection touching an *inner* tile edge (a vehicle cut by the tile)
    is dropped when a detection from another tile, where the vehicle lies further from any inner edge, covers it;
-   then class-aware rotated NMS removes duplicates from the overlaps;
+   then class-aware rotated NMS removes duplicates from the overlaps, keeping the view from the tile where the
+   vehicle is most interior (most context, closest to a whole-image pass);
 6. capped at ``max_det`` per image (with a warning naming the image), mapped back to original pixels,
    width/length calibration factors applied (:func:`apply_box_scales`), written as obb_json.
 
@@ -71,7 +73,8 @@ class ImageReadError(RuntimeError):
 class InferenceOptions:
     """How images are cut, predicted and merged.
 
-    tile, overlap: tile side and minimum overlap in network-scale (rescaled) pixels; ignored when ``whole``.
+    tile, overlap: tile side (rounded up to a multiple of the network stride) and minimum overlap in
+    network-scale (rescaled) pixels; ignored when ``whole``. Tile offsets are multiples of the stride.
     batch: tiles per forward pass (the memory bound). score_threshold, nms_iou: passed to the detector and
     used for the cross-tile NMS. max_det: cap on detections per tile and per image (warned when reached).
     width_scale, length_scale: factors applied to the short / long side of every final box.
@@ -83,7 +86,7 @@ class InferenceOptions:
     whole: bool = False
     batch: int = 4
     score_threshold: float = 0.05
-    nms_iou: float = 0.5
+    nms_iou: float = 0.4  # the training default (TrainConfig.nms_iou); infer.py uses the checkpoint's
     max_det: int = 1000
     width_scale: float = 1.0
     length_scale: float = 1.0
@@ -299,26 +302,42 @@ class Tile:
         return self.y1 - self.y0
 
 
-def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap`` px shared by
-    neighbours; spread evenly so the first starts at 0 and the last ends at ``length``."""
+def tile_origins(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Start offsets of tiles of side ``tile`` covering ``[0, length)``, neighbours sharing at least ``overlap`` px.
+
+    Offsets are multiples of ``align`` (pass the network stride): a window shifted by a multiple of the stride
+    sees the same anchor grid and the same stride-2 subsampling phase as a whole-image pass, so inside the tile
+    the network computes what it would on the whole image (a shift by anything else changes every prediction
+    slightly). The step is the largest multiple of ``align`` not above ``tile - overlap``; the last tile starts
+    at the first aligned offset that reaches the end, so it may run up to ``align - 1`` px past it (that part
+    is zero padding, as in a whole-image pass). If ``tile - overlap < align``, offsets are not aligned.
+    """
     if length <= tile:
         return [0]
-    count = math.ceil((length - tile) / (tile - overlap)) + 1
-    return [int(round(i * (length - tile) / (count - 1))) for i in range(count)]
+    if tile - overlap < align:
+        align = 1
+    step = (tile - overlap) // align * align
+    last = math.ceil((length - tile) / align) * align
+    return list(range(0, last, step)) + [last]
 
 
-def plan_tiles(width: int, height: int, tile: int | None, overlap: int = 0) -> list[Tile]:
-    """Tiles covering a ``width x height`` image (``tile=None``: one tile, the whole image)."""
+def plan_tiles(width: int, height: int, tile: int | None, overlap: int = 0, align: int = 1) -> list[Tile]:
+    """Tiles covering a ``width x height`` image (``tile=None``: one tile, the whole image); see
+    :func:`tile_origins`. A tile's ``x1, y1`` are clipped to the image."""
     if tile is None:
         return [Tile(0, 0, width, height, (False, False, False, False))]
     tiles = []
-    tile_w, tile_h = min(tile, width), min(tile, height)
-    for y0 in tile_origins(height, tile, overlap):
-        for x0 in tile_origins(width, tile, overlap):
-            x1, y1 = x0 + tile_w, y0 + tile_h
+    for y0 in tile_origins(height, tile, overlap, align):
+        for x0 in tile_origins(width, tile, overlap, align):
+            x1, y1 = min(x0 + tile, width), min(y0 + tile, height)
             tiles.append(Tile(x0, y0, x1, y1, (x0 > 0, y0 > 0, x1 < width, y1 < height)))
     return tiles
+
+
+def network_tile(tile: int, stride: int) -> int:
+    """The tile side actually used: ``tile`` rounded up to a multiple of the network stride (the input is padded
+    to that size anyway, so the padding may as well hold image)."""
+    return math.ceil(tile / stride) * stride
 
 
 def padded_shape(height: int, width: int, stride: int) -> tuple[int, int]:
@@ -389,15 +408,44 @@ def border_interior(boxes: np.ndarray, tiles: Sequence[Tile], tile_index: np.nda
     return cut, interior
 
 
+def _seen_whole_elsewhere(dets: RawDetections, tiles: Sequence[Tile], index: np.ndarray, interior: np.ndarray,
+                         margin: float, chunk: int = 2048) -> np.ndarray:
+    """``[len(index)]`` bool: detection ``index[k]`` lies wholly inside another tile (clear of its inner edges by
+    ``margin``), further from that tile's inner edges than from its own tile's."""
+    bounds = np.array([[t.x0, t.y0, t.x1, t.y1] for t in tiles], dtype=np.float64)  # [T, 4]
+    aabb = xywha_to_aabb(dets.boxes[index])
+    out = np.zeros(len(index), bool)
+    for start in range(0, len(index), chunk):
+        part = slice(start, start + chunk)
+        box = aabb[part, None, :]  # [C, 1, 4] vs [T, 4]: tiles that contain the whole box
+        inside = ((box[..., 0] >= bounds[:, 0]) & (box[..., 1] >= bounds[:, 1]) & (box[..., 2] <= bounds[:, 2])
+                  & (box[..., 3] <= bounds[:, 3]))
+        inside &= np.arange(len(tiles))[None, :] != dets.tile[index[part], None]
+        k, t = np.nonzero(inside)
+        if len(k) == 0:
+            continue
+        cut_there, interior_there = border_interior(dets.boxes[index[part][k]], tiles, t, margin)
+        better = ~cut_there & (interior_there > interior[index[part][k]])
+        out[start + k[better]] = True
+    return out
+
+
 def drop_cut_duplicates(dets: RawDetections, tiles: Sequence[Tile], *, margin: float = BORDER_MARGIN_PX,
                         cover: float = CUT_COVER_FRACTION) -> np.ndarray:
-    """Keep-mask ``[N]`` that removes detections of vehicles cut by a tile edge when another tile saw them better.
+    """Keep-mask ``[N]`` removing views of vehicles cut by a tile edge where another tile saw them better.
 
-    A detection touching an inner edge of its tile is dropped if a detection from a *different* tile covers it
-    (intersection >= ``cover`` x the smaller box's area, any class: a half vehicle is often misclassified) and
-    lies further inside its own tile (larger :func:`border_interior`). Plain NMS cannot do this: a half box and
-    the whole box have IoU around 0.5 and both survive. Detections not touching an inner edge are never dropped
-    here (overlapping duplicates are NMS's job).
+    A detection touching an inner edge of its tile (a vehicle that may continue outside it) is dropped when
+
+    - a detection from a *different* tile covers it (intersection >= ``cover`` x the smaller box's area, any
+      class: a half vehicle is often misclassified) and lies further inside its own tile (larger
+      :func:`border_interior`): the whole view replaces the cut one. Plain NMS cannot do this: a half box and
+      the whole box have IoU around 0.5 or less and both survive; or
+    - the box lies wholly inside another tile, further from that tile's inner edges: that tile saw the region
+      with more context, and what it found there (kept by the first rule, or nothing above the score
+      threshold) is the answer. Without this, a long vehicle the network misses as a whole comes out as a
+      car-sized fragment from the tile that cuts it.
+
+    Detections not touching an inner edge are never dropped here (overlapping duplicates are NMS's job).
     """
     from obbdet.iou import aabb_overlap_pairs, intersection_area_rotated
 
@@ -406,6 +454,7 @@ def drop_cut_duplicates(dets: RawDetections, tiles: Sequence[Tile], *, margin: f
     cut_index = np.flatnonzero(cut)
     if len(cut_index) == 0:
         return keep
+    keep[cut_index[_seen_whole_elsewhere(dets, tiles, cut_index, interior, margin)]] = False
     aabb = xywha_to_aabb(dets.boxes)
     i_local, j = aabb_overlap_pairs(aabb[cut_index], aabb)
     i = cut_index[i_local]
@@ -421,39 +470,48 @@ def drop_cut_duplicates(dets: RawDetections, tiles: Sequence[Tile], *, margin: f
     return keep
 
 
-def rotated_nms_keep(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
+def rotated_nms_keep(boxes: np.ndarray, priority: np.ndarray, labels: np.ndarray, iou_threshold: float,
                      device="cpu") -> np.ndarray:
-    """Indices (by descending score) kept by class-aware rotated NMS (``obbdet.nms.batched_nms_rotated``)."""
+    """Indices kept by class-aware rotated NMS (``obbdet.nms.batched_nms_rotated``), visiting boxes by
+    descending ``priority`` [N] (a score, or any other preference). Float64 on the CPU (exact), float32 on GPU."""
     import torch
 
     from obbdet.nms import batched_nms_rotated
 
     if len(boxes) == 0:
         return np.zeros(0, np.int64)
-    keep = batched_nms_rotated(torch.as_tensor(boxes, dtype=torch.float32, device=device),
-                               torch.as_tensor(scores, dtype=torch.float32, device=device),
+    dtype = torch.float64 if torch.device(device).type == "cpu" else torch.float32
+    keep = batched_nms_rotated(torch.as_tensor(boxes, dtype=dtype, device=device),
+                               torch.as_tensor(priority, dtype=dtype, device=device),
                                torch.as_tensor(labels, dtype=torch.int64, device=device), float(iou_threshold))
-    keep = keep.cpu().numpy().astype(np.int64)
-    return keep[np.argsort(-scores[keep], kind="stable")]
+    return keep.cpu().numpy().astype(np.int64)
 
 
 def merge_tile_detections(dets: RawDetections, tiles: Sequence[Tile], *, nms_iou: float,
-                          margin: float = BORDER_MARGIN_PX, device="cpu") -> RawDetections:
+                          margin: float = BORDER_MARGIN_PX, device="cpu", prefer: str = "interior"
+                          ) -> RawDetections:
     """Merge detections ``dets`` (image coordinates) from overlapping ``tiles`` into one set per vehicle.
 
-    Step 1 drops vehicles cut by an inner tile edge that another tile saw better (:func:`drop_cut_duplicates`);
-    step 2 is class-aware rotated NMS at ``nms_iou`` over what is left, removing the whole-vehicle duplicates
-    of the overlap bands. With a single tile only NMS runs (the detector already applied it, so it is a no-op).
+    Step 1 drops vehicles cut by an inner tile edge that another tile saw better (:func:`drop_cut_duplicates`).
+    Step 2 is class-aware rotated NMS at ``nms_iou`` over what is left, removing the duplicates of vehicles seen
+    whole by two overlapping tiles. ``prefer="interior"`` visits detections by distance from their tile's inner
+    edges, so of two duplicates the one predicted with the most context around it survives (closest to what a
+    whole-image pass gives; each tile's detections were already NMS'd, so only cross-tile pairs are affected);
+    ``prefer="score"`` is plain score-ordered NMS. With a single tile nothing is merged.
     Returns the kept detections sorted by descending score.
     """
+    if prefer not in ("interior", "score"):
+        raise ValueError(f"prefer must be 'interior' or 'score', got {prefer!r}")
     if len(dets) == 0:
         return dets
     if len(tiles) > 1:
         dets = dets.select(np.flatnonzero(drop_cut_duplicates(dets, tiles, margin=margin)))
-        keep = rotated_nms_keep(dets.boxes, dets.scores, dets.labels, nms_iou, device=device)
-    else:
-        keep = np.argsort(-dets.scores, kind="stable")
-    return dets.select(keep)
+        priority = dets.scores
+        if prefer == "interior":
+            _, interior = border_interior(dets.boxes, tiles, dets.tile, margin)
+            priority = interior + 1e-3 * dets.scores  # scores only break ties
+        dets = dets.select(rotated_nms_keep(dets.boxes, priority, dets.labels, nms_iou, device=device))
+    return dets.select(np.argsort(-dets.scores, kind="stable"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -485,8 +543,13 @@ def _make_job(key, image: np.ndarray, scale: float, options: InferenceOptions, s
     height, width = image.shape[:2]
     rescaled, factors = resize_image(image, scale)
     rh, rw = rescaled.shape[:2]
-    tiles = plan_tiles(rw, rh, None if options.whole else options.tile, options.overlap)
-    input_shape = padded_shape(tiles[0].height, tiles[0].width, stride)
+    if options.whole:
+        tiles = plan_tiles(rw, rh, None)
+        input_shape = padded_shape(rh, rw, stride)
+    else:
+        tile = network_tile(options.tile, stride)
+        tiles = plan_tiles(rw, rh, tile, options.overlap, align=stride)
+        input_shape = padded_shape(min(tile, rh), min(tile, rw), stride)
     return _ImageJob(key, rescaled, (width, height), factors, tiles, input_shape,
                      original=image if keep_original else None)
 
@@ -625,7 +688,9 @@ def detect_image(detector, image_rgb: np.ndarray, *, options: InferenceOptions =
     for items, _ in _batches([job], options.batch):
         _predict_batch(detector, items, options, device)
     dets, _ = _finish_job(job, options, device, name)
-    names = list(class_names) if class_names is not None else [str(i) for i in range(int(dets.labels.max(initial=-1)) + 1)]
+    if class_names is None:
+        class_names = [str(i) for i in range(int(dets.labels.max(initial=-1)) + 1)]
+    names = list(class_names)
     return to_image_labels(dets, names, image=name, size=job.original_size, mode=mode)
 
 
@@ -803,7 +868,9 @@ class PreparedRun:
 
     def describe(self) -> str:
         o = self.options
-        how = "whole images" if o.whole else f"tiles {o.tile} px, overlap >= {o.overlap} px, batch {o.batch}"
+        stride = detector_stride(self.detector)
+        how = "whole images" if o.whole else (f"tiles {network_tile(o.tile, stride)} px on the {stride}-px grid, "
+                                              f"overlap >= {o.overlap} px, batch {o.batch}")
         if self.vehicle_width == NO_RESCALE:
             rescale = "no rescaling (vehicle_width -1)"
         else:

@@ -89,14 +89,14 @@ class DataSources:
         return any(s.heading is not None and np.isfinite(s.heading).any() for s in self.train[:500])
 
 
-def synthetic_sources(data_cfg, workers: int = 0) -> DataSources:
+def synthetic_sources(data_cfg, workers: int = 0, progress: bool = True) -> DataSources:
     """The built-in synthetic scenes (rendered once into a cache folder, then reused)."""
     from datasets_registry.synthetic import load_synthetic
 
     size = data_cfg.synthetic_size
     samples = load_synthetic(data_cfg.synthetic_cache or None, n_train=data_cfg.synthetic_train,
                              n_val=data_cfg.synthetic_val, seed=data_cfg.synthetic_seed, width=size, height=size,
-                             workers=workers)
+                             workers=workers, progress=progress)
     train = [s for s in samples if s.meta.get("split") == "train"]
     val = [s for s in samples if s.meta.get("split") == "val"]
     names = list(samples[0].meta.get("class_names", SYNTHETIC_CLASSES)) if samples else list(SYNTHETIC_CLASSES)
@@ -113,9 +113,12 @@ def registry_sources(data_cfg) -> DataSources:
                        quotas=list(registry.quotas), names=[r.config.name for r in registry.reports])
 
 
-def build_sources(cfg: RunConfig, render_workers: int = 0) -> DataSources:
+def build_sources(cfg: RunConfig, render_workers: int = 0, progress: bool = True) -> DataSources:
     """Training/validation samples: the registry config ``data.registry``, or the synthetic scenes."""
-    sources = registry_sources(cfg.data) if cfg.data.registry else synthetic_sources(cfg.data, render_workers)
+    if cfg.data.registry:
+        sources = registry_sources(cfg.data)
+    else:
+        sources = synthetic_sources(cfg.data, render_workers, progress)
     if not sources.train:
         raise ValueError("no training samples")
     if cfg.data.max_val_images > 0:

@@ -18,6 +18,7 @@ from obbdet.config import ModelConfig, variant_config  # noqa: E402
 from obbdet.model import (  # noqa: E402
     AnchorGenerator, OBBCriterion, PretrainedWeightsError, build_detector, decode_xywha, encode_xywha, label_anchors,
 )
+from obbdet.model.anchors import label_anchors_atss  # noqa: E402
 from obbdet.model.anchors import IGNORED, NEGATIVE  # noqa: E402
 from obbdet.model.coder import vec_to_angle  # noqa: E402
 
@@ -137,10 +138,38 @@ def test_anchor_order_matches_levels():
     assert gen.anchors_xyxy(64, 128) is anchors  # cached per size
 
 
-def test_labeling_empty_image():
-    anchors = AnchorGenerator(3, 5, 1, [1.0], 3.0).anchors_xyxy(128, 128)
-    assigned = label_anchors(anchors, torch.zeros(0, BOX_DIM), torch.zeros(0, dtype=torch.int64))
+@pytest.mark.parametrize("assign", [label_anchors, label_anchors_atss])
+def test_labeling_empty_image(assign):
+    anchors = AnchorGenerator(3, 5, 1, [1.0], 3.0).anchors(128, 128)
+    assigned = assign(anchors, torch.zeros(0, BOX_DIM), torch.zeros(0, dtype=torch.int64))
     assert (assigned.labels == NEGATIVE).all()
+
+
+def test_atss_thousand_boxes_every_object_learned():
+    anchors = AnchorGenerator(3, 7, 3, [1.0, 2.0, 0.5], 4.0).anchors(1024, 1024)
+    boxes = _random_boxes(1000, 1024, seed=5, min_len=10, max_len=80)
+    labels = torch.arange(1000) % 4
+    assigned = label_anchors_atss(anchors, boxes, labels)
+    positive = assigned.labels >= 0
+    assert torch.equal(assigned.labels[positive], labels[assigned.matched[positive]])
+    assert assigned.matched[positive].unique().numel() >= 995  # only an anchor shared by two GT can lose one
+    assert set(assigned.labels.unique().tolist()) <= {NEGATIVE, 0, 1, 2, 3}
+
+
+def test_atss_positives_lie_inside_rotated_boxes_and_cover_elongated_ones():
+    anchors = AnchorGenerator(3, 5, 3, [1.0, 2.0, 0.5], 3.0).anchors(256, 256)
+    bus = [128.0, 128.0, 110.0, 24.0, 0.0]  # 4.6:1, axis-aligned: no anchor reaches IoU 0.5 with it
+    diagonal_car = [60.0, 60.0, 40.0, 16.0, math.pi / 4]
+    boxes = torch.tensor([bus, diagonal_car])
+    atss = label_anchors_atss(anchors, boxes, torch.tensor([0, 1]))
+    fixed = label_anchors(anchors, boxes, torch.tensor([0, 1]))
+    for gt in (0, 1):
+        mine = (atss.labels >= 0) & (atss.matched == gt)
+        assert mine.sum() >= 3
+        centres = (anchors.boxes[mine, :2] + anchors.boxes[mine, 2:]) / 2
+        from obbdet.model.anchors import _centres_inside_xywha
+        assert _centres_inside_xywha(centres, boxes[gt].expand(len(centres), -1)).all()
+    assert ((fixed.labels >= 0) & (fixed.matched == 0)).sum() == 1  # fixed thresholds: only the forced match
 
 
 def test_labeling_thousand_boxes_no_cap():

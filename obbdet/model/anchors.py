@@ -13,6 +13,17 @@ rarely reaches IoU 0.5 for a thin diagonal vehicle (a 40x16 car at 45 deg tops o
 would only get forced low-quality matches; against the AABB, the anchor set covers every orientation evenly.
 The rotated geometry enters through the regression targets (``obbdet.model.coder``), and the labeling is
 the same for ``aabb_only`` samples, whose labels are AABBs in the first place.
+
+Two assigners share that similarity:
+
+- ``label_anchors`` (``loss.assigner=iou``): RetinaNet/effdet thresholds (positive at IoU >= 0.5, negative
+  below 0.4, ignored between, plus each GT's best anchor);
+- ``label_anchors_atss`` (``loss.assigner=atss``, the default): ATSS (Zhang et al., CVPR 2020). Per GT and
+  pyramid level the ``topk`` anchors nearest to its centre are candidates; those whose IoU reaches the
+  mean + standard deviation of the candidates' IoUs, and whose centre lies **inside the rotated box**, are
+  positive. The adaptive threshold gives elongated vehicles (buses, trucks: 4-5:1) as many positives as
+  cars, where a fixed 0.5 would give them only a forced one, and the inside test is what makes the
+  assignment rotation-aware.
 """
 from __future__ import annotations
 
@@ -61,6 +72,17 @@ class AnchorSet:
 
     boxes: torch.Tensor
     levels: tuple[LevelLayout, ...]
+    _level_ids: torch.Tensor | None = None
+
+    @property
+    def level_ids(self) -> torch.Tensor:
+        """``[A]`` int64 pyramid level (0 = finest) of every anchor."""
+        if self._level_ids is None:
+            counts = torch.tensor([lv.height * lv.width * len(lv.half_sizes) for lv in self.levels],
+                                  device=self.boxes.device)
+            self._level_ids = torch.repeat_interleave(torch.arange(len(self.levels), device=self.boxes.device),
+                                                      counts)
+        return self._level_ids
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
@@ -293,3 +315,106 @@ def _best_matches_dense(anchors_xyxy: torch.Tensor, gt_aabb: torch.Tensor):
         best_gt = torch.where(better, chunk_gt + start, best_gt)
         gt_best_iou[start:start + chunk], gt_best_anchor[start:start + chunk] = iou.max(dim=0)
     return best_iou, best_gt, gt_best_iou, gt_best_anchor
+
+
+def _centres_inside_xywha(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """``[P]`` bool: each point ``[P, 2]`` lies inside its rotated box ``[P, 5]`` xywha (boundary included)."""
+    dx, dy = points[:, 0] - boxes[:, 0], points[:, 1] - boxes[:, 1]
+    cos_a, sin_a = torch.cos(boxes[:, 4]), torch.sin(boxes[:, 4])
+    u = dx * cos_a + dy * sin_a
+    v = -dx * sin_a + dy * cos_a
+    return (u.abs() <= boxes[:, 2] / 2) & (v.abs() <= boxes[:, 3] / 2)
+
+
+def atss_candidates(anchors: AnchorSet, centres: torch.Tensor, block: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(GT index ``[P]``, anchor index ``[P]``): on every level, all anchors of the ``block x block`` cells
+    around the cell holding each GT centre ``[N, 2]`` (cells outside the grid are skipped). From the grid
+    arithmetic: no distance sort over all anchors."""
+    device = centres.device
+    offsets = torch.arange(block, device=device) - block // 2
+    gt_parts, anchor_parts = [], []
+    for lv in anchors.levels:
+        k_total = len(lv.half_sizes)
+        col = torch.floor(centres[:, 0] / lv.stride_x).long()[:, None, None] + offsets[None, None, :]
+        row = torch.floor(centres[:, 1] / lv.stride_y).long()[:, None, None] + offsets[None, :, None]
+        valid = (col >= 0) & (col < lv.width) & (row >= 0) & (row < lv.height)  # (N, block, block)
+        cell = (row * lv.width + col)[..., None] * k_total + torch.arange(k_total, device=device)
+        gt = torch.arange(len(centres), device=device)[:, None, None, None].expand_as(cell)
+        keep = valid[..., None].expand_as(cell)
+        gt_parts.append(gt[keep])
+        anchor_parts.append(lv.offset + cell[keep])
+    return torch.cat(gt_parts), torch.cat(anchor_parts)
+
+
+def _rescue_lost(owner: torch.Tensor, c_gt: torch.Tensor, c_anchor: torch.Tensor, c_iou: torch.Tensor,
+                 num_gt: int) -> torch.Tensor:
+    """GT that lost every positive to neighbours with higher IoU get their best still-free candidate."""
+    has_anchor = torch.zeros(num_gt + 1, dtype=torch.bool, device=owner.device)
+    has_anchor[owner] = True
+    free = ~has_anchor[c_gt] & (owner[c_anchor] == num_gt) & (c_iou > 0)
+    if not free.any():
+        return owner
+    f_gt, f_anchor, f_iou = c_gt[free], c_anchor[free], c_iou[free]
+    best = torch.zeros(num_gt, device=owner.device).scatter_reduce(0, f_gt, f_iou, "amax")
+    top = f_iou >= best[f_gt]
+    choice = torch.full((num_gt,), len(owner), dtype=torch.int64, device=owner.device)
+    choice = choice.scatter_reduce(0, f_gt[top], f_anchor[top], "amin")
+    rescued = (choice < len(owner)).nonzero().squeeze(1)
+    owner = owner.clone()
+    owner[choice[rescued]] = rescued  # two lost GT wanting one anchor: one of them keeps it
+    return owner
+
+
+def label_anchors_atss(anchors: AnchorSet, gt_boxes: torch.Tensor, gt_labels: torch.Tensor, topk: int = 9,
+                       gt_ignore: torch.Tensor | None = None) -> AnchorTargets:
+    """ATSS assignment of anchors to rotated ground truth (see the module docstring).
+
+    Candidates of a GT: on every pyramid level, all anchor shapes at the ``sqrt(topk) x sqrt(topk)`` cells
+    nearest its centre (9 -> 3x3; with several anchors per cell, ATSS's "top-k anchors by distance" would
+    otherwise pick one cell's anchors only). anchors: an :class:`AnchorSet`. gt_boxes ``[N, 5]`` float xywha
+    (le90, pixels), gt_labels ``[N]`` int64, gt_ignore ``[N]`` bool (their positives become IGNORED). An anchor claimed by several GT goes to the one
+    with the highest IoU; a GT left without any positive (tiny, or thinner than the anchor grid) gets its best
+    candidate, so no object goes unlearned. No ignore band: every other anchor is negative. No cap on N.
+    """
+    num_anchors, device = len(anchors), anchors.device
+    labels = torch.full((num_anchors,), NEGATIVE, dtype=torch.int64, device=device)
+    matched = torch.zeros(num_anchors, dtype=torch.int64, device=device)
+    num_gt = gt_boxes.shape[0]
+    if num_gt == 0:
+        return AnchorTargets(labels, matched)
+    gt_boxes = gt_boxes.to(device=device, dtype=torch.float32)
+    gt_labels = gt_labels.to(device)
+    ignore = torch.zeros(num_gt, dtype=torch.bool, device=device) if gt_ignore is None else gt_ignore.to(device)
+    ignore = ignore | (gt_boxes[:, 2] <= 1e-3) | (gt_boxes[:, 3] <= 1e-3)
+    gt_aabb = xywha_to_aabb(gt_boxes)
+    block = max(1, 2 * int(math.sqrt(topk) / 2) + 1)
+    c_gt, c_anchor = atss_candidates(anchors, gt_boxes[:, :2], block)
+    if len(c_gt) == 0:
+        return AnchorTargets(labels, matched)
+    boxes = anchors.boxes[c_anchor]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    c_iou = aligned_box_iou(boxes, gt_aabb[c_gt])
+    count = torch.bincount(c_gt, minlength=num_gt).clamp(min=1).float()
+    mean = torch.bincount(c_gt, weights=c_iou, minlength=num_gt) / count
+    var = torch.bincount(c_gt, weights=(c_iou - mean[c_gt]) ** 2, minlength=num_gt) / (count - 1).clamp(min=1)
+    threshold = mean + var.sqrt()
+    inside = _centres_inside_xywha(centres, gt_boxes[c_gt])
+    positive = (c_iou >= threshold[c_gt]) & inside & (c_iou > 0)
+    # GT without a positive: their best candidate
+    has_positive = torch.zeros(num_gt, dtype=torch.bool, device=device)
+    has_positive[c_gt[positive]] = True
+    best_iou = torch.zeros(num_gt, device=device).scatter_reduce(0, c_gt, c_iou, "amax")
+    rescue = ~has_positive[c_gt] & (c_iou >= best_iou[c_gt]) & (c_iou > 0)
+    positive = positive | rescue
+    p_gt, p_anchor, p_iou = c_gt[positive], c_anchor[positive], c_iou[positive]
+    # an anchor claimed twice goes to the higher IoU (then the lower GT index)
+    anchor_best = torch.zeros(num_anchors, device=device).scatter_reduce(0, p_anchor, p_iou, "amax")
+    wins = p_iou >= anchor_best[p_anchor]
+    owner = torch.full((num_anchors,), num_gt, dtype=torch.int64, device=device)
+    owner = owner.scatter_reduce(0, p_anchor[wins], p_gt[wins], "amin")
+    owner = _rescue_lost(owner, c_gt, c_anchor, c_iou, num_gt)
+    assigned = owner < num_gt
+    matched = torch.where(assigned, owner, matched)
+    labels = torch.where(assigned, gt_labels[matched], labels)
+    labels = torch.where(assigned & ignore[matched], IGNORED, labels)
+    return AnchorTargets(labels, matched)

@@ -36,15 +36,17 @@ from obbdet.model.postprocess import PostProcessor
 logger = logging.getLogger(__name__)
 
 # obbdet's own small variants: an effdet base config plus overrides. Vehicles in aerial images are small, so
-# these keep pyramid levels 3-5 (strides 8-32) and a lighter BiFPN; they train from scratch on a CPU.
+# these keep pyramid levels 3-5 (strides 8-32, input sides multiples of 32) and a lighter BiFPN; they train
+# from scratch on a CPU.
 MODEL_VARIANTS: dict[str, tuple[str, dict]] = {
+    # the quickstart model: RegNetX-200MF (plain convs + BN + ReLU train fast from scratch), BiFPN 64 x 2
     "obbdet_tiny": ("tf_efficientdet_d0", dict(
-        backbone_name="mobilenetv3_large_100", backbone_args=dict(drop_path_rate=0.0),
-        max_level=5, fpn_channels=64, fpn_cell_repeats=2, box_class_repeats=2,
-        aspect_ratios=[1.0, 2.0, 0.5], num_scales=3, anchor_scale=3.0)),
-    "obbdet_regnet": ("tf_efficientdet_d0", dict(
         backbone_name="regnetx_002", backbone_args=dict(drop_path_rate=0.0),
         max_level=5, fpn_channels=64, fpn_cell_repeats=2, box_class_repeats=2,
+        aspect_ratios=[1.0, 2.0, 0.5], num_scales=3, anchor_scale=3.0)),
+    "obbdet_small": ("tf_efficientdet_d0", dict(
+        backbone_name="regnetx_004", backbone_args=dict(drop_path_rate=0.0),
+        max_level=5, fpn_channels=88, fpn_cell_repeats=3, box_class_repeats=3,
         aspect_ratios=[1.0, 2.0, 0.5], num_scales=3, anchor_scale=3.0)),
     "obbdet_micro": ("tf_efficientdet_d0", dict(  # unit tests: a few MFLOPs
         backbone_name="mobilenetv3_small_050", backbone_args=dict(drop_path_rate=0.0),

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from obbdet.boxes import xywha_to_aabb
-from obbdet.model.anchors import label_anchors
+from obbdet.model.anchors import AnchorSet, label_anchors, label_anchors_atss
 from obbdet.model.coder import anchor_centre_size, decode_sizes, encode_xywha, heading_to_vec
 
 ANISOTROPY_FULL = 0.1  # (w-h)/(w+h) at which the angle term reaches full weight (aspect ratio ~1.22)
@@ -82,7 +82,7 @@ class OBBCriterion(nn.Module):
     def __init__(self, num_classes: int, match_iou: float = 0.5, unmatch_iou: float = 0.4,
                  focal_alpha: float = 0.25, focal_gamma: float = 1.5, huber_delta: float = 0.1,
                  box_weight: float = 50.0, angle_weight: float = 20.0, heading_weight: float = 5.0,
-                 difficult: str = "positive"):
+                 difficult: str = "positive", assigner: str = "atss", atss_topk: int = 9):
         super().__init__()
         self.num_classes = num_classes
         self.match_iou, self.unmatch_iou = match_iou, unmatch_iou
@@ -91,6 +91,9 @@ class OBBCriterion(nn.Module):
         self.weight_dict = {"loss_cls": 1.0, "loss_box": box_weight, "loss_angle": angle_weight,
                             "loss_heading": heading_weight}
         self.ignore_difficult = difficult == "ignore"
+        if assigner not in ("atss", "iou"):
+            raise ValueError(f"assigner must be 'atss' or 'iou', got {assigner!r}")
+        self.assigner, self.atss_topk = assigner, atss_topk
 
     @classmethod
     def from_config(cls, num_classes: int, loss_cfg) -> "OBBCriterion":
@@ -99,7 +102,7 @@ class OBBCriterion(nn.Module):
                    focal_alpha=loss_cfg.focal_alpha, focal_gamma=loss_cfg.focal_gamma,
                    huber_delta=loss_cfg.huber_delta, box_weight=loss_cfg.box_weight,
                    angle_weight=loss_cfg.angle_weight, heading_weight=loss_cfg.heading_weight,
-                   difficult=loss_cfg.difficult)
+                   difficult=loss_cfg.difficult, assigner=loss_cfg.assigner, atss_topk=loss_cfg.atss_topk)
 
     def _huber(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.huber_loss(pred, target, reduction="none", delta=self.huber_delta)
@@ -108,8 +111,12 @@ class OBBCriterion(nn.Module):
         labels, matched = [], []
         for target in targets:
             ignore = target["difficult"].bool() if self.ignore_difficult else None
-            assigned = label_anchors(anchors, target["boxes"], target["labels"], self.match_iou,
-                                     self.unmatch_iou, gt_ignore=ignore)
+            if self.assigner == "atss" and isinstance(anchors, AnchorSet):
+                assigned = label_anchors_atss(anchors, target["boxes"], target["labels"], self.atss_topk,
+                                              gt_ignore=ignore)
+            else:
+                assigned = label_anchors(anchors, target["boxes"], target["labels"], self.match_iou,
+                                         self.unmatch_iou, gt_ignore=ignore)
             labels.append(assigned.labels)
             matched.append(assigned.matched)
         return torch.stack(labels), torch.stack(matched)  # (B, A) each

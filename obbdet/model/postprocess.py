@@ -17,11 +17,11 @@ class PostProcessor:
     score_threshold: candidates below are dropped. nms_iou: rotated IoU above which a lower-scored box of the
     same class is suppressed. max_det_per_image: detections kept per image after NMS (default 1000: dense car
     parks hold 300+ vehicles). pre_nms_topk: best (anchor, class) candidates decoded per image before NMS; a
-    configurable cap that warns when it cuts candidates above the score threshold.
+    configurable cap (per class) that warns when it cuts candidates above the score threshold.
     """
 
     def __init__(self, score_threshold: float = 0.05, nms_iou: float = 0.4, max_det_per_image: int = 1000,
-                 pre_nms_topk: int = 5000):
+                 pre_nms_topk: int = 1000):
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.max_det_per_image = max_det_per_image
@@ -29,7 +29,8 @@ class PostProcessor:
         self._warned_topk = False
 
     def __call__(self, outputs: dict, anchors_xyxy: torch.Tensor, score_threshold: float | None = None,
-                 nms_iou: float | None = None, max_det_per_image: int | None = None) -> list[dict]:
+                 nms_iou: float | None = None, max_det_per_image: int | None = None,
+                 pre_nms_topk: int | None = None) -> list[dict]:
         """Detections per image.
 
         outputs: ``cls_logits [B, A, C]``, ``box_deltas [B, A, 4]``, ``angle_vec [B, A, 2]`` and optionally
@@ -40,27 +41,29 @@ class PostProcessor:
         score_threshold = self.score_threshold if score_threshold is None else score_threshold
         nms_iou = self.nms_iou if nms_iou is None else nms_iou
         max_det = self.max_det_per_image if max_det_per_image is None else max_det_per_image
-        return [self._one_image(outputs, b, anchors_xyxy, score_threshold, nms_iou, max_det)
+        topk = self.pre_nms_topk if pre_nms_topk is None else pre_nms_topk
+        return [self._one_image(outputs, b, anchors_xyxy, score_threshold, nms_iou, max_det, topk)
                 for b in range(outputs["cls_logits"].shape[0])]
 
-    def _candidates(self, cls_logits: torch.Tensor, score_threshold: float):
-        """Top (anchor, class) pairs above the threshold: (scores [K], anchor index [K], labels [K])."""
-        num_classes = cls_logits.shape[1]
-        scores = cls_logits.float().sigmoid().reshape(-1)
-        k = min(self.pre_nms_topk, scores.numel())
-        top_scores, top_idx = scores.topk(k, sorted=True)
-        if k < scores.numel() and top_scores[-1] > score_threshold and not self._warned_topk:
-            logger.warning("pre_nms_topk=%d cut candidates scoring above %.3g; raise train.pre_nms_topk for "
-                           "denser scenes", self.pre_nms_topk, score_threshold)
+    def _candidates(self, cls_logits: torch.Tensor, score_threshold: float, pre_nms_topk: int):
+        """The best ``pre_nms_topk`` anchors of each class above the threshold (per class, so that a frequent
+        class cannot crowd a rare one out): (scores [K], anchor index [K], labels [K])."""
+        num_anchors, num_classes = cls_logits.shape
+        scores = cls_logits.float().sigmoid()  # (A, C)
+        k = min(pre_nms_topk, num_anchors)
+        top_scores, top_idx = scores.topk(k, dim=0, sorted=True)  # (k, C)
+        if k < num_anchors and bool((top_scores[-1] > score_threshold).any()) and not self._warned_topk:
+            logger.warning("pre_nms_topk=%d per class cut candidates scoring above %.3g; raise "
+                           "train.pre_nms_topk for denser scenes", pre_nms_topk, score_threshold)
             self._warned_topk = True
+        labels = torch.arange(num_classes, device=scores.device).expand(k, num_classes)
         keep = top_scores > score_threshold
-        top_scores, top_idx = top_scores[keep], top_idx[keep]
-        return top_scores, torch.div(top_idx, num_classes, rounding_mode="floor"), top_idx % num_classes
+        return top_scores[keep], top_idx[keep], labels[keep]
 
-    def _one_image(self, outputs, b, anchors_xyxy, score_threshold, nms_iou, max_det) -> dict:
+    def _one_image(self, outputs, b, anchors_xyxy, score_threshold, nms_iou, max_det, pre_nms_topk) -> dict:
         from obbdet.nms import batched_nms_rotated
 
-        scores, anchor_idx, labels = self._candidates(outputs["cls_logits"][b], score_threshold)
+        scores, anchor_idx, labels = self._candidates(outputs["cls_logits"][b], score_threshold, pre_nms_topk)
         boxes = decode_xywha(outputs["box_deltas"][b, anchor_idx], outputs["angle_vec"][b, anchor_idx],
                              anchors_xyxy[anchor_idx])
         result = {"boxes": boxes.reshape(-1, BOX_DIM), "scores": scores, "labels": labels}
