@@ -22,7 +22,7 @@ obb mode: objects {class, cx, cy, length, width, angle (degrees), score} (+ head
   model predicts the vehicle's front).
 aabb mode: each detection's axis-aligned hull, written in the same obb_json layout with angle 0 (-90 when
   taller than wide, as length is the long side) plus "bbox": [x_min, y_min, x_max, y_max].
---draw writes <stem>.overlay.jpg beside each JSON.
+--draw writes an overlay of each image's detections to <out>/overlays/<same relative path>.jpg.
 exit codes: 0 every image processed; 1 some images failed (each listed with its reason, the others were
   processed); 2 nothing was run (bad arguments, unusable checkpoint, unwritable output folder, no images).
 """

@@ -37,7 +37,7 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
     sampler.set_epoch(epoch)
     training.apply_backbone_freeze(state, cfg)
     amp = training.amp_dtype_for(device, cfg.optim.amp)
-    channels_last = device.type == "cuda" and cfg.optim.channels_last
+    channels_last = cfg.optim.channels_last
     step_opts = engine.StepOptions(cfg.optim.grad_accum, cfg.optim.grad_clip, amp, channels_last,
                                    cfg.train.max_steps_per_epoch, cfg.train.log_interval, progress)
     stats, state.global_step = engine.train_one_epoch(

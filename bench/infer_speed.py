@@ -82,7 +82,8 @@ def _decode_only(detector, outputs, anchors, threshold: float) -> tuple[int, flo
     from obbdet.model.coder import decode_xywha
 
     start = time.perf_counter()
-    _, anchor_idx, _ = detector.postprocess._candidates(outputs["cls_logits"][0], threshold)
+    post = detector.postprocess
+    _, anchor_idx, _ = post._candidates(outputs["cls_logits"][0], threshold, post.pre_nms_topk)
     decode_xywha(outputs["box_deltas"][0, anchor_idx], outputs["angle_vec"][0, anchor_idx], anchors[anchor_idx])
     return len(anchor_idx), time.perf_counter() - start
 

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     loader, _, _ = training.build_loaders(cfg, sources, DistInfo(), device, 0, model.stride)
     state = training.build_train_state(cfg, model, len(loader), device, sources.class_names)
     amp = training.amp_dtype_for(device, cfg.optim.amp)
-    channels_last = device.type == "cuda" and cfg.optim.channels_last
+    channels_last = cfg.optim.channels_last
     workers = cfg.data.workers if cfg.data.workers >= 0 else default_workers(device.type)
     batch = cfg.data.batch_size
     n = args.steps

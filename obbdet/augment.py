@@ -84,7 +84,9 @@ class RotateScaleCrop(A.DualTransform):
     degrees with probability ``rotate_prob`` (never when ``allow_rotation`` is False); the window is placed
     uniformly over the transformed image (which is centred at random inside the window when smaller, i.e.
     padded with ``fill``), or, with probability ``object_focus_prob``, so that it contains the centre of a
-    random object (keypoints in groups of ``points_per_object``, corners first).
+    random object (keypoints in groups of ``points_per_object``, corners first). The object is drawn with
+    ``focus_weights`` (one per object, set per sample by ``OBBAugment``; None: uniform): class-balanced
+    weights make a crop show a bus as often as a car when both are in the image.
     """
 
     def __init__(self, height: int, width: int, *, rotate_prob: float = 0.5, rotate_limit: float = 180.0,
@@ -105,6 +107,7 @@ class RotateScaleCrop(A.DualTransform):
         self.interpolation = interpolation
         self.allow_rotation = True  # set per sample by OBBAugment (False for axis-aligned-only samples)
         self.base_scale = 1.0  # set per sample by OBBAugment
+        self.focus_weights: list[float] | None = None  # set per sample by OBBAugment
 
     def get_transform_init_args_names(self):
         return ("height", "width", "rotate_prob", "rotate_limit", "scale_range", "object_focus_prob",
@@ -143,7 +146,11 @@ class RotateScaleCrop(A.DualTransform):
         if self.py_random.random() >= self.object_focus_prob:
             return None
         n_objects = len(keypoints) // self.points_per_object
-        k = self.py_random.randrange(n_objects) * self.points_per_object
+        weights = self.focus_weights if self.focus_weights is not None and len(self.focus_weights) == n_objects \
+            else None
+        index = self.py_random.choices(range(n_objects), weights=weights)[0] if weights else \
+            self.py_random.randrange(n_objects)
+        k = index * self.points_per_object
         centre = np.asarray(keypoints[k:k + CORNERS, :2], float).mean(axis=0) + 0.5  # continuous coordinates
         return linear @ centre
 
@@ -321,7 +328,7 @@ class OBBAugment:
     """
 
     def __init__(self, transforms: list, *, min_visible: float = 0.5, min_side: float = 1.0, seed: int | None = None,
-                 aabb_only_no_rotation: bool = True):
+                 aabb_only_no_rotation: bool = True, balance_focus_classes: bool = True):
         if not 0.0 <= min_visible <= 1.0:
             raise ValueError(f"min_visible must be in [0, 1], got {min_visible}")
         self.pipeline = A.Compose(transforms, keypoint_params=A.KeypointParams(
@@ -329,6 +336,7 @@ class OBBAugment:
         self.min_visible, self.min_side = float(min_visible), float(min_side)
         self.seed = seed
         self.aabb_only_no_rotation = aabb_only_no_rotation
+        self.balance_focus_classes = balance_focus_classes
         self._pid = os.getpid()
         self.reseed(seed)
 
@@ -361,7 +369,15 @@ class OBBAugment:
         else:
             self.reseed(self.seed, worker_seed & 0xFFFFFFFF, worker_seed >> 32)
 
-    def _set_sample_params(self, target: dict) -> None:
+    def _focus_weights(self, labels: np.ndarray) -> list[float] | None:
+        """Per object ``1 / (objects of its class in the image)``: each class present is equally likely to be
+        the crop's focus (None: uniform over objects)."""
+        if not self.balance_focus_classes or not len(labels):
+            return None
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        return (1.0 / counts[inverse]).tolist()
+
+    def _set_sample_params(self, target: dict, labels: np.ndarray) -> None:
         allow_rotation = not (self.aabb_only_no_rotation and bool(target.get("aabb_only", False)))
         base_scale = float(target.get("base_scale", 1.0))
         if not base_scale > 0:
@@ -369,6 +385,7 @@ class OBBAugment:
         for t in self.pipeline.transforms:
             if isinstance(t, RotateScaleCrop):
                 t.allow_rotation = allow_rotation
+                t.focus_weights = self._focus_weights(labels)
             if isinstance(t, (RotateScaleCrop, Letterbox)):
                 t.base_scale = base_scale
 
@@ -378,7 +395,7 @@ class OBBAugment:
             raise ValueError(f"image must be [H, W, 3] uint8, got {image.shape} {image.dtype}")
         self._maybe_reseed_for_worker()
         boxes, labels, difficult, heading = _check_target(target)
-        self._set_sample_params(target)
+        self._set_sample_params(target, labels)
         points = boxes_to_keypoints(boxes, heading) - 0.5  # albumentations: pixel centres on integers
         out = self.pipeline(image=image, keypoints=points)
         out_image = out["image"]
@@ -413,6 +430,7 @@ class OBBAugment:
 def build_train_transform(image_size, rotate_prob: float = 0.5, scale_range: tuple[float, float] = (0.75, 1.33),
                           min_visible: float = 0.5, *, rotate_limit: float = 180.0, min_side: float = 1.0,
                           flip_prob: float = 0.5, rot90_prob: float = 0.75, object_focus_prob: float = 0.3,
+                          balance_focus_classes: bool = True,
                           color_prob: float = 0.8, brightness: float = 0.25, contrast: float = 0.25,
                           saturation: float = 0.25, hue: float = 0.03, blur_prob: float = 0.1,
                           noise_prob: float = 0.2, noise_std: tuple[float, float] = (0.01, 0.04),
@@ -431,6 +449,8 @@ def build_train_transform(image_size, rotate_prob: float = 0.5, scale_range: tup
         rot90_prob: probability of a random multiple of 90 degrees (0, 90, 180 or 270) on square outputs.
         object_focus_prob: probability that the crop window is placed around a random object (helps on
             large sparse images); otherwise it is uniform over the image.
+        balance_focus_classes: the focus object is drawn class-balanced (each class present in the image
+            equally likely), so rare classes (buses among cars) are seen whole more often; False: uniform.
         color_prob, brightness, contrast, saturation, hue: ``A.ColorJitter`` settings.
         blur_prob: probability of a Gaussian or motion blur; noise_prob / noise_std: ``A.GaussNoise``.
         fill: padding colour; interpolation: OpenCV flag of the warp.
@@ -454,7 +474,8 @@ def build_train_transform(image_size, rotate_prob: float = 0.5, scale_range: tup
                                    A.MotionBlur(blur_limit=(3, 5))], p=blur_prob))
     if noise_prob > 0:
         transforms.append(A.GaussNoise(std_range=noise_std, p=noise_prob))
-    return OBBAugment(transforms, min_visible=min_visible, min_side=min_side, seed=seed)
+    return OBBAugment(transforms, min_visible=min_visible, min_side=min_side, seed=seed,
+                      balance_focus_classes=balance_focus_classes)
 
 
 def build_val_transform(image_size, *, mode: str = "letterbox", allow_upscale: bool = False,

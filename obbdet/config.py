@@ -73,6 +73,11 @@ class DataConfig:
     workers: int = -1  # DataLoader workers per process; -1: automatic
     scale: float = 1.0  # images (training and validation) are resized by this before cropping / letterboxing
     rotate_prob: float = 0.5  # probability of the random-rotation augmentation
+    scale_jitter: float = 0.1  # training crops are scaled log-uniformly in [1 / (1 + j), 1 + j]. Small by design:
+    # infer.py rescales images so that vehicles have the training width, so absolute size is a reliable cue
+    # (car vs van, truck vs bus) that a large jitter would blur
+    object_focus_prob: float = 0.5  # probability that a training crop is placed around an object (else uniform)
+    balance_focus_classes: bool = True  # that object is drawn class-balanced (rare classes as often as common)
     main_class: str = "car"  # class whose median short side is the checkpoint's vehicle width
     max_val_images: int = 0  # cap on validation images (0 = all)
 
@@ -107,8 +112,9 @@ class OptimConfig:
     grad_clip: float = 10.0  # max gradient norm; 0 disables
     ema: bool = True
     ema_decay: float = 0.998
-    amp: bool = True  # mixed precision (GPU only)
-    channels_last: bool = True  # memory format (GPU only)
+    amp: bool = True  # mixed precision: GPUs, and CPUs with native bfloat16 (AVX512-BF16/AMX)
+    channels_last: bool = True  # NHWC memory format: faster on GPUs, and on CPUs too (+20-25% measured with
+    # oneDNN convolutions for obbdet_tiny and D0 on 2 cores)
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ class ScheduleConfig:
 class TrainConfig:
     """Loop, evaluation and output options."""
 
-    epochs: int = 10
+    epochs: int = 12
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = the machine's core count
     out_dir: str = "runs"
@@ -357,6 +363,11 @@ def validate_config(cfg: RunConfig) -> None:
     if cfg.model.pretrained and not cfg.model.backbone_weights:
         raise ConfigError("config: model.pretrained=true needs model.backbone_weights=/path/to/weights "
                           "(weights are never downloaded)")
+    for section, name in (("data", "rotate_prob"), ("data", "object_focus_prob")):
+        if not 0.0 <= getattr(getattr(cfg, section), name) <= 1.0:
+            raise ConfigError(f"config: {section}.{name} must be in [0, 1]")
+    if cfg.data.scale_jitter < 0:
+        raise ConfigError("config: data.scale_jitter must be >= 0")
     if not 0.0 <= cfg.loss.unmatch_iou <= cfg.loss.match_iou <= 1.0:
         raise ConfigError("config: need 0 <= loss.unmatch_iou <= loss.match_iou <= 1")
 

@@ -26,7 +26,7 @@ class StepOptions:
 
     grad_accum: int = 1
     grad_clip: float = 0.0
-    amp_dtype: torch.dtype | None = None  # autocast dtype on GPU; None = full precision
+    amp_dtype: torch.dtype | None = None  # autocast dtype (training.amp_dtype_for); None = full precision
     channels_last: bool = False
     max_steps: int = 0  # cut the epoch after this many batches (0 = full epoch)
     log_interval: int = 20
@@ -72,9 +72,10 @@ class WidthTracker:
 
 
 def _autocast(device: torch.device, amp_dtype):
-    if amp_dtype is None or device.type != "cuda":
+    """Autocast to ``amp_dtype`` on CUDA or CPU (``training.amp_dtype_for`` decides); None: full precision."""
+    if amp_dtype is None or device.type not in ("cuda", "cpu"):
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 def _prepare_images(images: torch.Tensor, device, channels_last: bool) -> torch.Tensor:

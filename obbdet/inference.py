@@ -748,17 +748,28 @@ def _load_jobs(paths: Sequence[Path], scale: float, options: InferenceOptions, s
             yield result
 
 
-def _write_outputs(job: _ImageJob, dets: RawDetections, target: Path, class_names, mode: str, draw: bool) -> None:
+OVERLAY_DIR = "overlays"
+
+
+def overlay_path(target: Path, out_dir: Path) -> Path:
+    """Where ``--draw`` puts the overlay of the detections written to ``target``: ``<out>/overlays/<same
+    relative path>.jpg``, apart from the JSON files so that the output folder stays a clean label folder."""
+    return Path(out_dir) / OVERLAY_DIR / Path(target).relative_to(out_dir).with_suffix(".jpg")
+
+
+def _write_outputs(job: _ImageJob, dets: RawDetections, target: Path, class_names, mode: str,
+                   overlay: Path | None) -> None:
     from obbdet.formats import write_obb_json
 
     path: Path = job.key
     labels = to_image_labels(dets, class_names, image=path.name, size=job.original_size, mode=mode)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_obb_json(target, labels)
-    if draw:
+    if overlay is not None:
         from obbdet.visualize import draw_labels, write_image_rgb
 
-        write_image_rgb(target.with_name(target.stem + ".overlay.jpg"), draw_labels(job.original, labels))
+        overlay.parent.mkdir(parents=True, exist_ok=True)
+        write_image_rgb(overlay, draw_labels(job.original, labels))
 
 
 def run_inference(detector, images: Sequence[Path], root, out_dir, *, class_names: Sequence[str],
@@ -768,7 +779,7 @@ def run_inference(detector, images: Sequence[Path], root, out_dir, *, class_name
     (same relative folder, same stem). ``scale`` is the network/image pixel ratio (:func:`rescale_factor`).
 
     Images that cannot be read, decoded or written are listed in the summary's ``failures`` with the reason;
-    the run goes on with the others. ``draw=True`` also writes ``<stem>.overlay.jpg`` beside each JSON.
+    the run goes on with the others. ``draw=True`` also writes an overlay per image (:func:`overlay_path`).
     """
     from tqdm import tqdm
 
@@ -798,7 +809,9 @@ def run_inference(detector, images: Sequence[Path], root, out_dir, *, class_name
             continue
         for job in batch_jobs:
             if job.done:
-                _finish_and_write(job, targets[job.key], summary, options, device, class_names, mode, draw)
+                target = targets[job.key]
+                _finish_and_write(job, target, summary, options, device, class_names, mode,
+                                  overlay_path(target, out_dir) if draw else None)
                 bar.update(1)
         last = batch_jobs[-1]  # progress inside a large image shows as its tile count
         bar.set_postfix(det=summary.detections, failed=len(summary.failures),
@@ -830,11 +843,11 @@ def _fail_jobs(jobs: Sequence[_ImageJob], reason: str, summary: InferenceSummary
 
 
 def _finish_and_write(job: _ImageJob, target: Path, summary: InferenceSummary, options, device, class_names,
-                      mode: str, draw: bool) -> None:
+                      mode: str, overlay: Path | None) -> None:
     name = str(job.key)
     dets, capped = _finish_job(job, options, device, name)
     try:
-        _write_outputs(job, dets, target, class_names, mode, draw)
+        _write_outputs(job, dets, target, class_names, mode, overlay)
     except (OSError, ValueError) as exc:
         summary.failures.append(ImageFailure(name, f"cannot write output: {exc}"))
         logger.warning("%s: cannot write output: %s", name, exc)

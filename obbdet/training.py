@@ -62,11 +62,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX): only then is CPU autocast faster."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def amp_dtype_for(device: torch.device, enabled: bool):
-    """bfloat16 where supported, else float16; None on CPU or when disabled (AMP is GPU only)."""
-    if not enabled or device.type != "cuda":
+    """The autocast dtype, or None for full precision.
+
+    CUDA: bfloat16 where supported, else float16 (with a GradScaler). CPU: bfloat16 when the CPU computes it
+    natively (oneDNN with AVX512-BF16/AMX; measured 1.3-1.4x faster training steps for obbdet_tiny on 2 cores),
+    else None: emulated bfloat16 is slower than float32. Losses are always computed in float32.
+    """
+    if not enabled:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -140,7 +157,11 @@ def build_loaders(cfg: RunConfig, sources: DataSources, dist: DistInfo, device: 
     from obbdet.augment import build_train_transform, build_val_transform
 
     size = cfg.model.image_size
-    train_tf = build_train_transform(size, rotate_prob=cfg.data.rotate_prob, seed=seed)
+    jitter = 1.0 + cfg.data.scale_jitter
+    train_tf = build_train_transform(size, rotate_prob=cfg.data.rotate_prob, seed=seed,
+                                     scale_range=(1.0 / jitter, jitter),
+                                     object_focus_prob=cfg.data.object_focus_prob,
+                                     balance_focus_classes=cfg.data.balance_focus_classes)
     val_tf = build_val_transform(cfg.data.val_image_size or size)
     if cfg.data.scale != 1.0:
         train_tf, val_tf = ScaledTransform(train_tf, cfg.data.scale), ScaledTransform(val_tf, cfg.data.scale)
@@ -193,9 +214,10 @@ class TrainState:
 
 
 def build_model(cfg: RunConfig, class_names: list[str], heading: bool, device: torch.device, dist: DistInfo):
-    """The Detector on ``device`` (channels_last on GPU), wrapped in DDP (SyncBN optional) when distributed."""
+    """The Detector on ``device`` (channels_last when configured), wrapped in DDP (SyncBN optional) when
+    distributed."""
     detector = build_detector(cfg.model, class_names, heading=heading).to(device)
-    if device.type == "cuda" and cfg.optim.channels_last:
+    if cfg.optim.channels_last:
         detector = detector.to(memory_format=torch.channels_last)
     if not dist.enabled:
         return detector

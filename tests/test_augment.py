@@ -308,3 +308,24 @@ def test_base_scale_scales_the_sample():
     _, result = transform(image, {"boxes": [[200, 200, 40, 20, 0.0]], "labels": [0], "base_scale": 0.5})
     assert np.allclose(result["boxes"][0, 2:4], [20, 10], atol=1e-4)
     assert "base_scale" not in result
+
+
+def _crops_showing_class(balance: bool, n_crops: int = 200) -> float:
+    """Fraction of 64 x 64 crops (always focused on an object) of a 1000 x 1000 image holding 60 cars in one
+    corner and one bus in the other that contain the bus."""
+    rng = np.random.default_rng(0)
+    cars = np.column_stack([rng.uniform(50, 300, 60), rng.uniform(50, 300, 60), np.full(60, 20.0), np.full(60, 8.0),
+                            np.zeros(60)])
+    bus = np.array([[800.0, 800.0, 40.0, 10.0, 0.0]])
+    target = {"boxes": np.vstack([cars, bus]).astype(np.float32), "labels": np.array([0] * 60 + [2])}
+    transform = build_train_transform(64, rotate_prob=0.0, scale_range=(1.0, 1.0), object_focus_prob=1.0,
+                                      balance_focus_classes=balance, color_prob=0, blur_prob=0, noise_prob=0,
+                                      seed=3)
+    image = np.zeros((1000, 1000, 3), np.uint8)
+    return float(np.mean([2 in transform(image, target)[1]["labels"] for _ in range(n_crops)]))
+
+
+def test_class_balanced_focus_shows_rare_classes_as_often_as_common_ones():
+    # two classes in the image: balanced focus picks the bus half the time, uniform focus 1 time in 61
+    assert 0.4 < _crops_showing_class(balance=True) < 0.6
+    assert _crops_showing_class(balance=False) < 0.06

@@ -460,7 +460,7 @@ def test_cli_obb_default_output_folder_and_width_scale(tmp_path, fake_loader, ca
     # the checkpoint's calibrated width factor (0.9) shrank every short side; lengths untouched
     np.testing.assert_allclose(labels.boxes[order, 3], boxes[:, 3] * 0.9, rtol=0.08)
     np.testing.assert_allclose(labels.boxes[order, 2], boxes[:, 2], rtol=0.06)
-    assert (out / "f1.overlay.jpg").is_file()
+    assert (out / "overlays" / "f1.jpg").is_file()
     printed = capsys.readouterr().out
     assert "images: 2 processed, 0 failed" in printed and "per megapixel" in printed
 
@@ -610,7 +610,7 @@ def test_real_checkpoint_runs_on_unlabeled_bus_yard(tiny_checkpoint, fixtures_di
     doc = json.loads((out / "dota_demo.json").read_text())
     assert (doc["width"], doc["height"]) == (1616, 1565)
     assert all(len(obj["bbox"]) == 4 and obj["angle"] in (0.0, -90.0) for obj in doc["objects"])
-    overlay = cv2.imread(str(out / "dota_demo.overlay.jpg"))
+    overlay = cv2.imread(str(out / "overlays" / "dota_demo.jpg"))
     assert overlay is not None and overlay.shape[:2] == (1565, 1616)
     assert "rescale x" in capsys.readouterr().out
 

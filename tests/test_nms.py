@@ -20,7 +20,8 @@ import torch
 
 import obbdet
 from obbdet.boxes import BOX_DIM, xywha_to_aabb, xywha_to_poly
-from obbdet.nms import _overlapping_pairs, batched_nms_rotated, nms_rotated, pair_intersection_areas
+from obbdet.nms import (_overlapping_pairs, batched_nms_rotated, nms_rotated, nms_rotated_numpy,
+                        pair_intersection_areas)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_IOU_FLOOR = 1e-9  # shapely's round-off on touching boxes; NMS treats such overlaps as zero too
@@ -175,12 +176,16 @@ def test_overlapping_pairs_equals_brute_force():
         if trial % 4 == 0:  # grid-aligned: many exactly touching bounds
             centres, extents = np.round(centres / 10) * 10, np.round(extents / 10) * 10 + 10
         aabb = np.column_stack([centres - extents / 2, centres + extents / 2])
-        i, j = _overlapping_pairs(aabb)
+        # odd trials: pairs within groups only (class labels), including groups with big boxes
+        groups = rng.integers(0, int(rng.integers(1, 5)), n) if trial % 2 else None
+        i, j = _overlapping_pairs(aabb, groups)
         got = set(zip(i.tolist(), j.tolist()))
         assert len(got) == len(i) and all(a < b for a, b in got)
         bi, bj = np.triu_indices(n, k=1)
         hit = ((aabb[bi, 0] < aabb[bj, 2]) & (aabb[bj, 0] < aabb[bi, 2])
                & (aabb[bi, 1] < aabb[bj, 3]) & (aabb[bj, 1] < aabb[bi, 3]))
+        if groups is not None:
+            hit &= groups[bi] == groups[bj]
         assert got == set(zip(bi[hit].tolist(), bj[hit].tolist()))
 
 
@@ -202,6 +207,21 @@ def test_float32_input_and_large_scene_match_reference():
     boxes, scores = boxes.astype(np.float32), scores.astype(np.float32)
     keep = assert_same_keep(boxes, scores, 0.5)
     assert 0 < len(keep) < len(boxes)
+
+
+@pytest.mark.parametrize("first_chunk", [1, 3, 16, 100000])
+def test_blocks_of_ranks_give_the_same_keep_set_as_one_pass(first_chunk):
+    # the CPU path takes ranks in doubling blocks (kept boxes of earlier blocks suppress later ones first);
+    # any block size must give the greedy result, also with ties, classes and zero-area boxes
+    rng = np.random.default_rng(first_chunk)
+    boxes, scores = clustered_scene(rng, 400, jitter=2.0)
+    scores = np.round(scores * 5) / 5
+    boxes[::37, 3] = 0.0
+    labels = rng.integers(0, 3, 400)
+    for thr, lab in ((0.3, None), (0.5, labels), (0.0, labels)):
+        expected = reference_nms(boxes, scores, thr, lab)
+        got = nms_rotated_numpy(boxes, scores, thr, labels=lab, first_chunk=first_chunk)
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_equal_scores_keep_input_order_for_ties():

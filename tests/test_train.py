@@ -120,6 +120,30 @@ def test_schedules_shapes_and_resume():
     assert resumed.lr == plateau.lr
 
 
+def test_amp_dtype_per_device_and_cpu_autocast_step():
+    from obbdet import training
+    from obbdet.config import ModelConfig
+    from obbdet.engine import _autocast
+    from obbdet.model.detector import build_detector
+
+    cpu = torch.device("cpu")
+    assert training.amp_dtype_for(cpu, False) is None
+    expected = torch.bfloat16 if training.cpu_bf16_supported() else None
+    assert training.amp_dtype_for(cpu, True) is expected
+    # a bfloat16 autocast step on the CPU (runs emulated where not native): bf16 outputs, finite fp32 losses
+    torch.manual_seed(0)
+    model = build_detector(ModelConfig(variant="obbdet_tiny", image_size=128), ["car", "bus"]).train()
+    model = model.to(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+    with _autocast(cpu, torch.bfloat16):
+        outputs = model(images)
+    assert outputs["cls_logits"].dtype == torch.bfloat16
+    loss = sum(value.float().square().mean() for value in outputs.values())
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert next(model.parameters()).dtype == torch.float32  # the weights stay float32
+
+
 # ---------------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------------
