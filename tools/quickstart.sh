@@ -10,11 +10,13 @@ test_dir="runs/$run/synthetic_test"
 
 python3 -m venv .venv
 .venv/bin/pip install -q -r requirements.txt
+SECONDS=0
 if [ -f "runs/$run/last.pt" ]; then
   .venv/bin/python train.py "$run" "$seed" --resume   # continues a killed run; a finished run ends at once
 else
   .venv/bin/python train.py "$run" "$seed"
 fi
+echo "training took $((SECONDS / 60)) min $((SECONDS % 60)) s"
 .venv/bin/python tools/make_synthetic.py "$test_dir" --n 20 --seed 1000 --split test --quiet
 ckpt="$(ls -1 "runs/$run"/best-checkpoint-*epoch.pt | tail -n 1)"
 .venv/bin/python infer.py "$test_dir/images" -1 "$ckpt" obb --out "$test_dir/detections" --draw
