@@ -136,7 +136,7 @@ class ScheduleConfig:
 class TrainConfig:
     """Loop, evaluation and output options."""
 
-    epochs: int = 12
+    epochs: int = 11
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = the machine's core count
     out_dir: str = "runs"

@@ -311,3 +311,21 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
         load_checkpoint(foreign)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_candidates_take_the_best_anchor_shape_per_location():
+    """Copies of one box (the anchor shapes of one location) cannot fill the per-class candidate cap: with a
+    cap of 2, a second location still gets in, and each location proposes its best shape."""
+    from obbdet.model.postprocess import PostProcessor
+
+    shapes, locations = 3, 4
+    probs = torch.full((locations * shapes, 1), 0.01)
+    probs[0:3, 0] = torch.tensor([0.7, 0.9, 0.8])  # location 0: shape 1 is its best
+    probs[3 * 2 + 2, 0] = 0.6  # location 2: shape 2
+    logits = torch.logit(probs)
+    scores, anchor_idx, labels = PostProcessor(anchors_per_location=shapes)._candidates(logits, 0.05, 2)
+    assert anchor_idx.tolist() == [1, 8] and labels.tolist() == [0, 0]
+    assert scores.tolist() == pytest.approx([0.9, 0.6])
+    # one shape per location: the plain per-anchor top-k, where location 0's copies take both places
+    _, anchor_idx, _ = PostProcessor(anchors_per_location=1)._candidates(logits, 0.05, 2)
+    assert anchor_idx.tolist() == [1, 2]

@@ -157,7 +157,7 @@ class Detector(nn.Module):
         std = cfg.get("std") or IMAGENET_STD
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), False)
-        self.postprocess = PostProcessor()
+        self.postprocess = PostProcessor(anchors_per_location=self.anchors.num_anchors)
 
     def _prediction_conv(self, cfg: dict, values_per_anchor: int) -> nn.Module:
 

@@ -16,16 +16,22 @@ class PostProcessor:
 
     score_threshold: candidates below are dropped. nms_iou: rotated IoU above which a lower-scored box of the
     same class is suppressed. max_det_per_image: detections kept per image after NMS (default 1000: dense car
-    parks hold 300+ vehicles). pre_nms_topk: best (anchor, class) candidates decoded per image before NMS; a
+    parks hold 300+ vehicles). pre_nms_topk: best (location, class) candidates decoded per image before NMS; a
     configurable cap (per class) that warns when it cuts candidates above the score threshold.
+    anchors_per_location: anchor shapes per feature-map location (consecutive in the anchor order). Each
+    location proposes, per class, only its best-scoring shape: the other shapes there are near-copies of the
+    same box that NMS would drop anyway, and with them a trained model's dozens of copies per vehicle would
+    fill the cap in a dense car park (measured: 1000 per class found 193 of 287 cars in one 960 x 960 image,
+    best shape per location 285).
     """
 
     def __init__(self, score_threshold: float = 0.05, nms_iou: float = 0.4, max_det_per_image: int = 1000,
-                 pre_nms_topk: int = 1000):
+                 pre_nms_topk: int = 1000, anchors_per_location: int = 1):
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
         self.max_det_per_image = max_det_per_image
         self.pre_nms_topk = pre_nms_topk
+        self.anchors_per_location = anchors_per_location
         self._warned_topk = False
 
     def __call__(self, outputs: dict, anchors_xyxy: torch.Tensor, score_threshold: float | None = None,
@@ -46,13 +52,21 @@ class PostProcessor:
                 for b in range(outputs["cls_logits"].shape[0])]
 
     def _candidates(self, cls_logits: torch.Tensor, score_threshold: float, pre_nms_topk: int):
-        """The best ``pre_nms_topk`` anchors of each class above the threshold (per class, so that a frequent
-        class cannot crowd a rare one out): (scores [K], anchor index [K], labels [K])."""
+        """The best ``pre_nms_topk`` locations of each class above the threshold (per class, so that a frequent
+        class cannot crowd a rare one out), each with its best anchor shape for that class:
+        (scores [K], anchor index [K], labels [K])."""
         num_anchors, num_classes = cls_logits.shape
         scores = cls_logits.float().sigmoid()  # (A, C)
-        k = min(pre_nms_topk, num_anchors)
+        shapes = self.anchors_per_location if num_anchors % max(self.anchors_per_location, 1) == 0 else 1
+        best_shape = None
+        if shapes > 1:
+            scores, best_shape = scores.view(-1, shapes, num_classes).max(dim=1)  # (A / shapes, C)
+        num_locations = scores.shape[0]
+        k = min(pre_nms_topk, num_locations)
         top_scores, top_idx = scores.topk(k, dim=0, sorted=True)  # (k, C)
-        if k < num_anchors and bool((top_scores[-1] > score_threshold).any()) and not self._warned_topk:
+        if best_shape is not None:
+            top_idx = top_idx * shapes + best_shape.gather(0, top_idx)
+        if k < num_locations and bool((top_scores[-1] > score_threshold).any()) and not self._warned_topk:
             logger.warning("pre_nms_topk=%d per class cut candidates scoring above %.3g; raise "
                            "train.pre_nms_topk for denser scenes", pre_nms_topk, score_threshold)
             self._warned_topk = True
