@@ -4,10 +4,10 @@
    on them) on 768 x 768 synthetic aerial scenes, batch 1, on the CPU:
    - baseline: the network's forward pass alone (median per image);
    - decoding + rotated NMS (``Detector.postprocess``) on the same outputs, as a share of the forward pass, at
-     the score threshold (0.05) and at 0, where ``pre_nms_topk`` = 5000 candidates are decoded and suppressed.
-     Random weights score every anchor about 0.01, so at 0.05 they give no candidates at all; a trained model
-     gives thousands per scene (the quickstart model: 7k-23k above 0.05, so the 5000 cap applies): the score-0
-     line is the realistic load. ``--ckpt`` also times a trained checkpoint's own decoding + NMS on the scenes;
+     the score threshold (0.05) and at 0, where the cap (``pre_nms_topk`` = 1000 locations per class, 4000 for
+     4 classes) is decoded and suppressed. Random weights score every anchor about 0.01, so at 0.05 they give no
+     candidates at all; a trained model fills most of the cap: the score-0 line is the realistic load for
+     random weights. ``--ckpt`` also times a trained checkpoint's own decoding + NMS on the scenes;
    - end to end (``run_inference`` over a folder: read JPEG, predict, merge, write obb_json): images/s and its
      ratio to the forward-only baseline.
 2. A 3840 x 2176 frame (JPEG on disk) through ``run_inference`` (tiles 768, overlap 128, batch 4) in a fresh

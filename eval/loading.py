@@ -174,6 +174,10 @@ def fast_read_obb_json(path, detections: bool) -> ImageLabels:
     return read_obb_json_files([Path(path)], detections)[0]
 
 
+# infer.py --draw writes its overlay images to this subfolder of a detections folder: expected, not reported
+INFER_OVERLAY_DIR = "overlays"
+
+
 def _label_files(folder: Path, ext: str, warnings: WarningLog) -> list[tuple[str, Path]]:
     """(stem, path) of the label files of ``folder`` in sorted name order (os.scandir: no stat per file)."""
     names, others = [], []
@@ -181,7 +185,7 @@ def _label_files(folder: Path, ext: str, warnings: WarningLog) -> list[tuple[str
         for entry in entries:
             if entry.name.lower().endswith(ext) and entry.is_file():
                 names.append(entry.name)
-            elif not entry.name.startswith("."):
+            elif not entry.name.startswith(".") and not (entry.name == INFER_OVERLAY_DIR and entry.is_dir()):
                 others.append(entry.name)
     if others and not names:
         raise EvalInputError(f"{folder}: no {ext} files, but {len(others)} other entries (e.g. {sorted(others)[0]}): "

@@ -145,7 +145,8 @@ class TrainConfig:
     score_threshold: float = 0.05  # detections kept for evaluation
     nms_iou: float = 0.4
     max_det_per_image: int = 1000
-    pre_nms_topk: int = 1000  # candidates per class decoded before NMS (warns when it cuts)
+    pre_nms_topk: int = 1000  # candidate locations per class decoded before NMS, each with its best anchor
+    # shape (warns when it cuts)
     log_interval: int = 20  # steps between tqdm postfix / tensorboard step scalars
     max_steps_per_epoch: int = 0  # debugging: cut epochs short (0 = full virtual epoch)
 

@@ -217,6 +217,17 @@ def test_class_only_in_detections_warns_or_fails_with_strict(small_set, capsys):
     _expect_error(capsys, EXIT_BAD_INPUT, "-gt", gt, "-det", det, "--strict", contains=["plane", "b.json"])
 
 
+def test_other_entries_are_reported_but_not_infer_overlays(small_set, capsys):
+    gt, det = small_set
+    (det / "overlays").mkdir()  # infer.py --draw output: expected beside the detections
+    (det / "overlays" / "a.jpg").write_bytes(b"jpeg")
+    code, out, err = run(capsys, "-gt", gt, "-det", det)
+    assert code == 0 and "without the .json extension" not in err
+    (det / "notes.txt").write_text("x")
+    code, out, err = run(capsys, "-gt", gt, "-det", det)
+    assert code == 0 and "1 entries without the .json extension skipped (e.g. notes.txt)" in err
+
+
 def test_empty_folders(tmp_path, capsys):
     (tmp_path / "gt").mkdir()
     (tmp_path / "det").mkdir()
