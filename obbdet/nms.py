@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from obbdet.boxes import BOX_DIM, xywha_to_aabb
+from obbdet.iou import aabb_overlap_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -402,11 +403,11 @@ def _suppressed_by(ranked: np.ndarray, aabb: np.ndarray, labels, kept: np.ndarra
     suppressed = np.zeros(len(chunk), dtype=bool)
     if not len(kept) or not len(chunk):
         return suppressed
-    union = np.concatenate([kept, chunk])
-    i, j = _overlapping_pairs(aabb[union], None if labels is None else labels[union])
-    # pairs across the two sets only (pairs among kept boxes were settled before); i (the smaller) is kept
-    cross = (i < len(kept)) & (j >= len(kept))
-    i, j = union[i[cross]], union[j[cross]]
+    i, j = aabb_overlap_pairs(aabb[kept], aabb[chunk])  # kept x chunk only: kept pairs were settled before
+    i, j = kept[i], chunk[j]
+    if labels is not None:
+        same = labels[i] == labels[j]
+        i, j = i[same], j[same]
     if len(i):
         _, j = _suppressing_pairs(ranked, i, j, iou_threshold, tol_rel)
         suppressed[np.searchsorted(chunk, j)] = True
