@@ -20,7 +20,7 @@ import numpy as np
 
 from obbdet.boxes import BOX_DIM, normalize_xywha
 from obbdet.formats import (
-    LABEL_FORMATS, LabelFormatError, label_extension, read_dota_task1, read_label_file, read_obb_json,
+    LABEL_FORMATS, OVERLAY_DIR, LabelFormatError, label_extension, read_dota_task1, read_label_file, read_obb_json,
 )
 from obbdet.structures import ImageLabels
 
@@ -174,10 +174,6 @@ def fast_read_obb_json(path, detections: bool) -> ImageLabels:
     return read_obb_json_files([Path(path)], detections)[0]
 
 
-# infer.py --draw writes its overlay images to this subfolder of a detections folder: expected, not reported
-INFER_OVERLAY_DIR = "overlays"
-
-
 def _label_files(folder: Path, ext: str, warnings: WarningLog) -> list[tuple[str, Path]]:
     """(stem, path) of the label files of ``folder`` in sorted name order (os.scandir: no stat per file)."""
     names, others = [], []
@@ -185,7 +181,7 @@ def _label_files(folder: Path, ext: str, warnings: WarningLog) -> list[tuple[str
         for entry in entries:
             if entry.name.lower().endswith(ext) and entry.is_file():
                 names.append(entry.name)
-            elif not entry.name.startswith(".") and not (entry.name == INFER_OVERLAY_DIR and entry.is_dir()):
+            elif not entry.name.startswith(".") and not (entry.name == OVERLAY_DIR and entry.is_dir()):
                 others.append(entry.name)
     if others and not names:
         raise EvalInputError(f"{folder}: no {ext} files, but {len(others)} other entries (e.g. {sorted(others)[0]}): "

@@ -41,6 +41,8 @@ OBB_JSON_GEOMETRY_KEYS = ("cx", "cy", "length", "width", "angle")
 OBB_JSON_KNOWN_KEYS = frozenset(OBB_JSON_GEOMETRY_KEYS + ("class", "poly", "score", "difficult", "ignore", "heading"))
 LABEL_FORMATS = ("obb_json", "dota", "dota_task1", "yolo_obb", "xywh", "xyrb")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+# infer.py --draw writes overlay images to this subfolder of its detections folder (eval does not report it)
+OVERLAY_DIR = "overlays"
 
 
 class LabelFormatError(ValueError):

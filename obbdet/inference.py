@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from obbdet.boxes import BOX_DIM, normalize_xywha, poly_to_xywha, xywha_to_aabb, xywha_to_poly
-from obbdet.formats import IMAGE_EXTENSIONS
+from obbdet.formats import IMAGE_EXTENSIONS, OVERLAY_DIR
 from obbdet.structures import ImageLabels
 
 logger = logging.getLogger(__name__)
@@ -746,9 +746,6 @@ def _load_jobs(paths: Sequence[Path], scale: float, options: InferenceOptions, s
             result = future.result()
             future = pool.submit(load, paths[i + 1]) if i + 1 < len(paths) else None
             yield result
-
-
-OVERLAY_DIR = "overlays"
 
 
 def overlay_path(target: Path, out_dir: Path) -> Path:
