@@ -57,7 +57,9 @@ class PostProcessor:
         (scores [K], anchor index [K], labels [K])."""
         num_anchors, num_classes = cls_logits.shape
         scores = cls_logits.float().sigmoid()  # (A, C)
-        shapes = self.anchors_per_location if num_anchors % max(self.anchors_per_location, 1) == 0 else 1
+        shapes = self.anchors_per_location
+        if shapes < 1 or num_anchors % shapes:
+            raise ValueError(f"{num_anchors} anchors are not whole locations of {shapes} anchor shapes")
         best_shape = None
         if shapes > 1:
             scores, best_shape = scores.view(-1, shapes, num_classes).max(dim=1)  # (A / shapes, C)
