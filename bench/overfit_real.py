@@ -48,19 +48,19 @@ def rescale_to_vehicle_width(samples, width_px: float, out_dir: Path) -> list:
     import cv2
     import numpy as np
 
-    from obbdet.inference import scale_xywha
+    from obbdet.inference import resize_image, scale_xywha
 
     out = []
     for index, sample in enumerate(samples):
         sides = sample.boxes[:, 3]
         cars = (sample.labels == 0) & ~sample.difficult & (sides > 0)
         factor = width_px / float(np.median(sides[cars] if cars.any() else sides[sides > 0]))
-        image = cv2.imread(sample.image_path, cv2.IMREAD_COLOR)
-        width, height = round(sample.width * factor), round(sample.height * factor)
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
+        # the same resize as infer.py's rescaling
+        image, (sx, sy) = resize_image(cv2.imread(sample.image_path, cv2.IMREAD_COLOR), factor)
+        height, width = image.shape[:2]
         path = out_dir / "images" / f"{index:02d}_{Path(sample.image_path).stem}.png"
         cv2.imwrite(str(path), image)
-        boxes = scale_xywha(sample.boxes.astype(np.float64), width / sample.width, height / sample.height)
+        boxes = scale_xywha(sample.boxes.astype(np.float64), sx, sy)
         out.append(replace(sample, image_path=str(path), width=width, height=height, boxes=boxes.astype(np.float32)))
         print(f"{Path(sample.image_path).name}: x{factor:.2f} -> {width} x {height}")
     return out
