@@ -113,8 +113,8 @@ class OptimConfig:
     ema: bool = True
     ema_decay: float = 0.998
     amp: bool = True  # mixed precision: GPUs, and CPUs with native bfloat16 (AVX512-BF16/AMX)
-    channels_last: bool = True  # NHWC memory format: faster on GPUs, and on CPUs too (+20-25% measured with
-    # oneDNN convolutions for obbdet_tiny and D0 on 2 cores)
+    channels_last: bool = True  # NHWC memory format: faster on GPUs, and on CPUs too (oneDNN convolutions;
+    # bench/cpu_precision.py: 1.8x for obbdet_tiny on 2 cores)
 
 
 @dataclass(frozen=True)
