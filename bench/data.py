@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets_registry import build_registry  # noqa: E402
+from obbdet.datasets_registry import build_registry  # noqa: E402
 from obbdet.boxes import xywha_to_poly  # noqa: E402
 
 IMAGE_SIZE = 1024  # coordinates of the generated labels (a DOTA split patch)
@@ -118,7 +118,7 @@ def _augment_samples(seed: int) -> tuple[list, str]:
     """Samples to augment: the real DOTA fixtures when present, else a few synthetic scenes."""
     fixtures = Path(os.environ.get("OBBDET_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
     if (fixtures / "dota" / "labelTxt").is_dir():
-        from datasets_registry import load_dataset
+        from obbdet.datasets_registry import load_dataset
 
         cache = Path(tempfile.mkdtemp(prefix="obbdet-bench-cache-"))
         try:
@@ -126,7 +126,7 @@ def _augment_samples(seed: int) -> tuple[list, str]:
         finally:
             shutil.rmtree(cache, ignore_errors=True)
         return samples, f"{len(samples)} real DOTA images ({sum(len(s) for s in samples)} vehicles)"
-    from datasets_registry.synthetic import load_synthetic
+    from obbdet.datasets_registry.synthetic import load_synthetic
 
     samples = load_synthetic(None, n_train=4, n_val=0, seed=seed, width=1024, height=1024, progress=False)
     return samples, f"{len(samples)} synthetic 1024 px scenes"

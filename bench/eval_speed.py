@@ -214,9 +214,9 @@ def run_cli(folder: Path, repeats: int, extra: list[str] | None = None) -> tuple
 
 def eval_settings_summary(folder: Path, scales: list[float]) -> list[float]:
     """Per-setting mAP50-95 (fractions) from the eval API on the same folders (untimed, for comparison)."""
-    from eval import evaluate
-    from eval.errors import WarningLog
-    from eval.loading import load_folder
+    from obbdet.eval import evaluate
+    from obbdet.eval.errors import WarningLog
+    from obbdet.eval.loading import load_folder
 
     warnings = WarningLog()
     gt, _ = load_folder(folder / "gt", "obb_json", detections=False, warnings=warnings)

@@ -63,7 +63,7 @@ def load_checkpoint_model(ckpt: str):
 
 def scene_jpeg(path: Path, width: int, height: int, seed: int) -> np.ndarray:
     """Render a synthetic aerial scene, write it as JPEG, return the RGB array."""
-    from datasets_registry.synthetic import render_scene
+    from obbdet.datasets_registry.synthetic import render_scene
 
     image, _ = render_scene(seed, width, height, vehicle_width=VEHICLE_WIDTH_PX)
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])

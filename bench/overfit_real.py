@@ -69,7 +69,7 @@ def rescale_to_vehicle_width(samples, width_px: float, out_dir: Path) -> list:
 def build(args, work_dir: Path):
     import torch
 
-    from datasets_registry import load_dataset
+    from obbdet.datasets_registry import load_dataset
     from obbdet import config as config_mod, training
     from obbdet.augment import build_train_transform, build_val_transform
     from obbdet.data import DetectionDataset, StrideCollate

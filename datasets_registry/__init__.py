@@ -10,14 +10,14 @@
 """
 from __future__ import annotations
 
-from datasets_registry.cache import cached_import, default_cache_dir
-from datasets_registry.classes import DEFAULT_CLASSES, apply_class_map
-from datasets_registry.common import ImportSummary
-from datasets_registry.config import (
+from .cache import cached_import, default_cache_dir
+from .classes import DEFAULT_CLASSES, apply_class_map
+from .common import ImportSummary
+from .config import (
     DatasetConfig, Registry, RegistryConfig, build_registry, load_registry_config, split_train_val,
 )
-from datasets_registry.errors import LabelFormatError, RegistryConfigError, UnknownDatasetError
-from datasets_registry.registry import IMPORTERS, available, load_dataset
+from .errors import LabelFormatError, RegistryConfigError, UnknownDatasetError
+from .registry import IMPORTERS, available, load_dataset
 
 __all__ = [
     "DEFAULT_CLASSES", "IMPORTERS", "DatasetConfig", "ImportSummary", "LabelFormatError", "Registry",
@@ -29,7 +29,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "VirtualEpochSampler":  # torch is imported only when the sampler is wanted
-        from datasets_registry.sampler import VirtualEpochSampler
+        from .sampler import VirtualEpochSampler
 
         return VirtualEpochSampler
     raise AttributeError(f"module 'datasets_registry' has no attribute {name!r}")

@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from datasets_registry.config import build_registry
+from .config import build_registry
 
 
 def main(argv=None) -> int:

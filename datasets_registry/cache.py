@@ -24,13 +24,13 @@ import numpy as np
 from obbdet.io_utils import atomic_output
 from obbdet.structures import Sample
 
-from datasets_registry.common import ImportSummary
+from .common import ImportSummary
 
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 CACHE_DIR_NAME = ".obbdet_cache"
-_SOURCE_MODULES = ("datasets_registry.common", "obbdet.formats", "obbdet.boxes", "obbdet.structures")
+_SOURCE_MODULES = (f"{__package__}.common", "obbdet.formats", "obbdet.boxes", "obbdet.structures")
 
 
 def default_cache_dir(root) -> Path:

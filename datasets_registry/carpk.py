@@ -17,7 +17,7 @@ import numpy as np
 from obbdet.boxes import aabb_to_xywha
 from obbdet.formats import LabelFormatError
 
-from datasets_registry.common import (
+from .common import (
     ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, resolve_image,
 )
 

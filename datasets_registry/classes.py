@@ -20,7 +20,7 @@ import numpy as np
 
 from obbdet.structures import Sample
 
-from datasets_registry.errors import RegistryConfigError
+from .errors import RegistryConfigError
 
 DEFAULT_CLASSES = ("car", "truck", "bus", "van", "other_vehicle")
 IGNORE = "ignore"

@@ -37,11 +37,11 @@ import yaml
 
 from obbdet.structures import Sample
 
-from datasets_registry.classes import DEFAULT_CLASSES, IGNORE, MappingReport, apply_class_map
-from datasets_registry.common import ImportSummary
-from datasets_registry.errors import RegistryConfigError
-from datasets_registry.quotas import resolve_quotas
-from datasets_registry.registry import DEFAULT_CLASS_MAPS, available, import_native
+from .classes import DEFAULT_CLASSES, IGNORE, MappingReport, apply_class_map
+from .common import ImportSummary
+from .errors import RegistryConfigError
+from .quotas import resolve_quotas
+from .registry import DEFAULT_CLASS_MAPS, available, import_native
 
 logger = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ class Registry:
 
     def sampler(self, *, num_replicas: int = 1, rank: int = 0, drop_last: bool = False):
         """A :class:`~datasets_registry.sampler.VirtualEpochSampler` over ``self.train`` with the resolved quotas."""
-        from datasets_registry.sampler import VirtualEpochSampler
+        from .sampler import VirtualEpochSampler
 
         return VirtualEpochSampler(self.train_sizes, quotas=self.quotas, seed=self.config.seed,
                                    num_replicas=num_replicas, rank=rank, drop_last=drop_last)

@@ -23,7 +23,7 @@ import numpy as np
 from obbdet.boxes import BOX_DIM, dlr3k_to_xywha
 from obbdet.formats import LabelFormatError
 
-from datasets_registry.common import (
+from .common import (
     ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size,
 )
 

@@ -25,7 +25,7 @@ import numpy as np
 from obbdet.boxes import CORNERS, POINT_DIM, wrap_angle
 from obbdet.formats import POLY_COORDS, read_dota
 
-from datasets_registry.common import (
+from .common import (
     ImageFolder, ImportSummary, SampleBuilder, first_dir, list_files, progress, read_image_size, read_with_formats,
     resolve_image,
 )

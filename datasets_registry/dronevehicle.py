@@ -27,7 +27,7 @@ import numpy as np
 from obbdet.boxes import xywha_to_aabb
 from obbdet.formats import LabelFormatError
 
-from datasets_registry.common import (
+from .common import (
     ImageFolder, ImportSummary, SampleBuilder, XmlDoc, fit_polygons, list_files, progress, read_image_size,
     resolve_image,
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from obbdet.formats import LabelFormatError, read_obb_json
 
-from datasets_registry.common import (
+from .common import (
     ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, read_with_formats,
 )
 

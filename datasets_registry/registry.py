@@ -10,17 +10,17 @@ from typing import Callable, Mapping, Sequence
 
 from obbdet.structures import Sample
 
-from datasets_registry import carpk, dlr3k, dota, dronevehicle, obb_json, uav_rod, vaid, vedai, yolo_obb
-from datasets_registry.classes import DEFAULT_CLASSES, apply_class_map
-from datasets_registry.common import ImportSummary
-from datasets_registry.errors import UnknownDatasetError
+from . import carpk, dlr3k, dota, dronevehicle, obb_json, uav_rod, vaid, vedai, yolo_obb
+from .classes import DEFAULT_CLASSES, apply_class_map
+from .common import ImportSummary
+from .errors import UnknownDatasetError
 
 logger = logging.getLogger(__name__)
 
 
 def _load_synthetic(root=None, *, summary: ImportSummary | None = None, **options) -> list[Sample]:
     """Synthetic aerial scenes (imported on use, so the other importers work without that module)."""
-    from datasets_registry.synthetic import load_synthetic
+    from .synthetic import load_synthetic
 
     if "summary" in inspect.signature(load_synthetic).parameters:
         return load_synthetic(root, summary=summary, **options)
@@ -45,7 +45,7 @@ IMPORTERS: dict[str, Callable[..., list[Sample]]] = {
     "synthetic": _load_synthetic,
 }
 
-LAZY_MODULES = {"synthetic": ("datasets_registry.synthetic",)}  # code behind the lazy importers (cache keys)
+LAZY_MODULES = {"synthetic": (f"{__package__}.synthetic",)}  # code behind the lazy importers (cache keys)
 
 # Each kind's native classes onto the default taxonomy (car, truck, bus, van, other_vehicle); the registry
 # config's class_map replaces it. Kinds whose names are already unified names map by identity.
@@ -86,7 +86,7 @@ def import_native(kind: str, root=None, *, cache=None, summary: ImportSummary | 
     importer = get_importer(kind)
     summary = summary if summary is not None else ImportSummary(dataset=kind)
     if cache not in (None, False):
-        from datasets_registry.cache import cached_import
+        from .cache import cached_import
 
         return cached_import(kind, importer, root, options, cache_dir=None if cache is True else cache,
                              summary=summary, code_modules=LAZY_MODULES.get(kind, ()))

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-from datasets_registry.quotas import apportion, resolve_quotas
+from .quotas import apportion, resolve_quotas
 
 logger = logging.getLogger(__name__)
 

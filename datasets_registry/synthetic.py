@@ -52,7 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets_registry.synthetic_scene import (CAR_WIDTH_M, SCENE_KINDS, SYNTHETIC_CLASSES, SceneOptions,
+from .synthetic_scene import (CAR_WIDTH_M, SCENE_KINDS, SYNTHETIC_CLASSES, SceneOptions,
                                                render_scene)
 from obbdet.boxes import BOX_DIM
 from obbdet.io_utils import atomic_write_bytes, atomic_write_text

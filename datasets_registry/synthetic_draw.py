@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from datasets_registry.synthetic_scene import Scene
+    from .synthetic_scene import Scene
 
 _SHIFT = 4  # OpenCV fixed-point bits: polygons are drawn at 1/16 px
 _ONE = 1 << _SHIFT

@@ -16,7 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from datasets_registry.synthetic_draw import (
+from .synthetic_draw import (
     ASPHALT, CONCRETE, CONTAINER_COLOURS, GRASS, LOT, PAVERS, ROAD_TEXT, SIDEWALK, SOIL, TEXTURE, VEHICLE_DRAWERS,
     Frame, Vehicle, arrow_painter, bed_drawer, choose, circle_poly, container_drawer, fill_circle, fill_poly,
     fine_noise, hull, jitter, lut, make_palette, make_vehicle, paint_poly, pick, roof_drawer, shade, smooth_noise,

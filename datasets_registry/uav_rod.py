@@ -21,7 +21,7 @@ import numpy as np
 from obbdet.boxes import BOX_DIM, rolabelimg_to_xywha
 from obbdet.formats import LabelFormatError
 
-from datasets_registry.common import (
+from .common import (
     ImageFolder, ImportSummary, SampleBuilder, XmlDoc, list_files, progress, read_image_size, resolve_image,
 )
 

@@ -34,7 +34,7 @@ import numpy as np
 from obbdet.boxes import wrap_angle
 from obbdet.formats import LabelFormatError
 
-from datasets_registry.common import ImageFolder, ImportSummary, SampleBuilder, fit_polygons, list_files, progress
+from .common import ImageFolder, ImportSummary, SampleBuilder, fit_polygons, list_files, progress
 
 VEDAI_CLASS_IDS = {1: "car", 2: "truck", 4: "tractor", 5: "camping_car", 7: "motorcycle", 8: "bus", 9: "van",
                    10: "other", 11: "pickup", 23: "boat", 31: "plane"}

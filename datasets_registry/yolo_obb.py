@@ -15,7 +15,7 @@ import yaml
 
 from obbdet.formats import LabelFormatError, read_yolo_obb
 
-from datasets_registry.common import (
+from .common import (
     ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, read_with_formats,
 )
 

@@ -2,7 +2,7 @@
 
 Python API::
 
-    from eval import evaluate, evaluate_arrays, match_image
+    from . import evaluate, evaluate_arrays, match_image
     result = evaluate(gt, det)              # dicts image key -> obbdet.structures.ImageLabels
     result.map["0.50"], result.map["50-95"]  # fractions in [0, 1]
     print(result.format_tables())
@@ -12,10 +12,10 @@ compares two label sets object by object (:func:`eval.miou.compute_miou`).
 """
 from __future__ import annotations
 
-from eval.api import evaluate, evaluate_arrays, evaluate_samples
-from eval.errors import EvalInputError
-from eval.image_match import ImageMatch, match_image
-from eval.result import EvalResult
+from .api import evaluate, evaluate_arrays, evaluate_samples
+from .errors import EvalInputError
+from .image_match import ImageMatch, match_image
+from .result import EvalResult
 
 __all__ = ["evaluate", "evaluate_arrays", "evaluate_samples", "match_image", "EvalResult", "ImageMatch",
            "EvalInputError", "compute_miou"]
@@ -23,7 +23,7 @@ __all__ = ["evaluate", "evaluate_arrays", "evaluate_samples", "match_image", "Ev
 
 def __getattr__(name: str):
     if name == "compute_miou":  # needs scipy: loaded on first use only
-        from eval.miou import compute_miou
+        from .miou import compute_miou
 
         return compute_miou
     raise AttributeError(f"module 'eval' has no attribute {name!r}")

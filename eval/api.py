@@ -10,12 +10,12 @@ import numpy as np
 from obbdet.boxes import BOX_DIM, is_torch
 from obbdet.structures import ImageLabels
 
-from eval.calibration import LENGTH_RANGE, WIDTH_RANGE, calibrate as run_calibration
-from eval.core import Evaluator, setting_label
-from eval.data import prepare
-from eval.errors import EXIT_USAGE, EvalInputError, WarningLog
-from eval.result import EvalResult
-from eval.rules import make_rules, parse_thresholds
+from .calibration import LENGTH_RANGE, WIDTH_RANGE, calibrate as run_calibration
+from .core import Evaluator, setting_label
+from .data import prepare
+from .errors import EXIT_USAGE, EvalInputError, WarningLog
+from .result import EvalResult
+from .rules import make_rules, parse_thresholds
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from eval.core import Evaluator
+from .core import Evaluator
 
 WIDTH_RANGE = (0.70, 1.10)
 LENGTH_RANGE = (0.80, 1.20)

@@ -17,14 +17,14 @@ import numpy as np
 
 from obbdet.boxes import normalize_xywha
 
-from eval.ap import average_precision, precision_recall
-from eval.data import Dataset
-from eval.errors import EXIT_USAGE, EvalInputError
-from eval.matching import (
+from .ap import average_precision, precision_recall
+from .data import Dataset
+from .errors import EXIT_USAGE, EvalInputError
+from .matching import (
     IOU_ODM, GreedyMatcher, best_gt_per_det, bounding_aabb, coco_match_group, exact_axis_aligned_bounds,
     grouped_overlap_pairs, pair_iou,
 )
-from eval.rules import Rules, summary_key, threshold_key
+from .rules import Rules, summary_key, threshold_key
 
 # COCO area ranges (pixels^2, both ends inclusive as in pycocotools), applied to OBB areas (w * h)
 AREA_RANGES = {"all": (0.0, 1e10), "small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),

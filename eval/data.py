@@ -16,8 +16,8 @@ import numpy as np
 from obbdet.boxes import BOX_DIM, normalize_xywha
 from obbdet.structures import ImageLabels
 
-from eval.errors import EXIT_BAD_INPUT, EXIT_USAGE, EvalInputError, WarningLog
-from eval.matching import exact_axis_aligned_bounds
+from .errors import EXIT_BAD_INPUT, EXIT_USAGE, EvalInputError, WarningLog
+from .matching import exact_axis_aligned_bounds
 
 AABB_DIM = 4
 

@@ -13,9 +13,9 @@ import numpy as np
 from obbdet.boxes import BOX_DIM, xywha_to_aabb
 from obbdet.structures import ImageLabels
 
-from eval.errors import EXIT_USAGE, EvalInputError
-from eval.matching import IOU_ODM, coco_match_group, exact_axis_aligned_bounds, pair_iou
-from eval.rules import make_rules
+from .errors import EXIT_USAGE, EvalInputError
+from .matching import IOU_ODM, coco_match_group, exact_axis_aligned_bounds, pair_iou
+from .rules import make_rules
 
 TP, FP, IGNORED = "tp", "fp", "ignored"
 FP_DUPLICATE = "duplicate"  # its best GT was already matched by a higher-scored detection

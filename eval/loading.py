@@ -24,7 +24,7 @@ from obbdet.formats import (
 )
 from obbdet.structures import ImageLabels
 
-from eval.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_USAGE, EvalInputError, WarningLog
+from .errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_USAGE, EvalInputError, WarningLog
 
 _NUMBER_TYPES = {int, float}
 _DEG_TO_RAD = math.pi / 180.0

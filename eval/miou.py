@@ -15,9 +15,9 @@ import numpy as np
 
 from obbdet.structures import ImageLabels
 
-from eval.data import prepare
-from eval.errors import WarningLog
-from eval.matching import bounding_aabb, grouped_overlap_pairs, pair_iou
+from .data import prepare
+from .errors import WarningLog
+from .matching import bounding_aabb, grouped_overlap_pairs, pair_iou
 
 HISTOGRAM_BINS = np.linspace(0.0, 1.0, 21)  # 0.05 wide
 BULK_PERCENTILES = (10.0, 90.0)

@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from eval.ap import AP_METHODS
-from eval.errors import (
+from .ap import AP_METHODS
+from .errors import (
     EXIT_CODES_HELP, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog,
 )
-from eval.rules import COMPAT_MODES
+from .rules import COMPAT_MODES
 
 FORMATS = ("obb_json", "dota", "dota_task1", "xywh", "xyrb", "yolo_obb")
 
@@ -140,10 +140,10 @@ class _WarningCounter(logging.Handler):
 
 
 def _run(args) -> int:
-    from eval.api import evaluate
-    from eval.calibration import WIDTH_RANGE
-    from eval.loading import load_folder
-    from eval.report import format_tables, summary_line
+    from .api import evaluate
+    from .calibration import WIDTH_RANGE
+    from .loading import load_folder
+    from .report import format_tables, summary_line
 
     start = time.perf_counter()
     if args.threshold is not None and args.iou_thresholds is not None:
@@ -206,7 +206,7 @@ def _prepare_output(folder: Path) -> None:
 
 
 def _save(result, folder: Path, text: str, no_plot: bool) -> None:
-    from eval.report import plot_calibration, plot_pr_curves, write_results
+    from .report import plot_calibration, plot_pr_curves, write_results
 
     try:
         write_results(result, folder, text)

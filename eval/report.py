@@ -10,7 +10,7 @@ from pathlib import Path
 
 from obbdet.io_utils import atomic_output, atomic_write_text
 
-from eval.ap import AP_METHOD_NAMES
+from .ap import AP_METHOD_NAMES
 
 RESULTS_JSON = "results.json"
 RESULTS_TXT = "results.txt"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eval.core import SettingResult
+from .core import SettingResult
 
 
 @dataclass
@@ -72,6 +72,6 @@ class EvalResult:
 
     def format_tables(self, per_class: bool = True) -> str:
         """The printed tables (per-IoU table, per-class tables, COCO-style summary) as one string."""
-        from eval.report import format_tables
+        from .report import format_tables
 
         return format_tables(self, per_class=per_class)

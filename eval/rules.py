@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.ap import AP_METHODS
-from eval.errors import EXIT_USAGE, EvalInputError
-from eval.matching import IOU_EXACT, IOU_ODM
+from .ap import AP_METHODS
+from .errors import EXIT_USAGE, EvalInputError
+from .matching import IOU_EXACT, IOU_ODM
 
 COMPAT_MODES = ("odm", "dota", "coco")
 DEFAULT_MAX_DETS = (100, 300, 1000)
@@ -47,7 +47,7 @@ class Rules:
         return max(self.max_dets) if self.matching == "coco" else None
 
     def describe(self) -> str:
-        from eval.ap import AP_METHOD_NAMES
+        from .ap import AP_METHOD_NAMES
 
         matching = {"greedy": "best GT by IoU", "coco": "best unmatched GT (COCO)"}[self.matching]
         iou = {IOU_EXACT: "exact IoU", IOU_ODM: "box IoU +1 px (ODM)"}[self.iou_mode]

@@ -78,6 +78,25 @@ def normalize_xywha(boxes):
     return xp.stack([cx, cy, long_side, short_side, angle], axis=-1)
 
 
+def scale_xywha_sides(boxes, width_scale: float = 1.0, length_scale: float = 1.0):
+    """Boxes ``[N, 5]`` le90 xywha with the short side ``h`` times ``width_scale`` and the long side ``w`` times
+    ``length_scale``, about each centre (calibration of loosely or tightly labelled boxes).
+
+    Returns a new array (the input itself when both factors are 1); re-normalized to le90 when a widened short
+    side overtakes the long side. Raises ValueError for a factor that is not > 0.
+    """
+    if not (width_scale > 0 and length_scale > 0):
+        raise ValueError(f"scale factors must be > 0, got width {width_scale}, length {length_scale}")
+    if width_scale == 1.0 and length_scale == 1.0:
+        return boxes
+    scaled = np.array(boxes, dtype=np.float64).reshape(-1, BOX_DIM)
+    scaled[:, 2] *= length_scale
+    scaled[:, 3] *= width_scale
+    if len(scaled) and np.any(scaled[:, 3] > scaled[:, 2]):
+        scaled = normalize_xywha(scaled)
+    return scaled
+
+
 def xywha_to_poly(boxes):
     """Corners ``[..., 4, 2]`` of boxes ``[..., 5]`` (any angle convention where ``a`` is the ``w`` direction).
 

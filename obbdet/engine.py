@@ -201,7 +201,7 @@ def evaluate(detector, criterion, loader, device, class_names: list[str], option
     and each named loss averaged over images, ``eval.EvalResult``). Boxes are compared in the pixels of the
     network input (the validation transform is applied to images and ground truth alike).
     """
-    from eval import evaluate_arrays
+    from obbdet.eval import evaluate_arrays
 
     detector.eval()
     meter = _Meter()

@@ -109,7 +109,7 @@ class DataSources:
 
 def synthetic_sources(data_cfg, workers: int = 0, progress: bool = True) -> DataSources:
     """The built-in synthetic scenes (rendered once into a cache folder, then reused)."""
-    from datasets_registry.synthetic import load_synthetic
+    from obbdet.datasets_registry.synthetic import load_synthetic
 
     size = data_cfg.synthetic_size
     samples = load_synthetic(data_cfg.synthetic_cache or None, n_train=data_cfg.synthetic_train,
@@ -123,7 +123,7 @@ def synthetic_sources(data_cfg, workers: int = 0, progress: bool = True) -> Data
 
 def registry_sources(data_cfg) -> DataSources:
     """Samples from a registry config file (``data.registry``); its quotas define the virtual epoch."""
-    from datasets_registry import build_registry
+    from obbdet.datasets_registry import build_registry
 
     registry = build_registry(data_cfg.registry)
     print(registry.summary_table(), flush=True)
@@ -154,7 +154,7 @@ def _seed_worker(worker_id: int) -> None:
 def build_loaders(cfg: RunConfig, sources: DataSources, dist: DistInfo, device: torch.device, seed: int,
                   stride: int):
     """(train loader, val loader, sampler). Train: VirtualEpochSampler sharded over ranks; val: in order."""
-    from datasets_registry.sampler import VirtualEpochSampler
+    from obbdet.datasets_registry.sampler import VirtualEpochSampler
     from obbdet.augment import build_train_transform, build_val_transform
 
     size = cfg.model.image_size

@@ -14,7 +14,7 @@ from obbdet.formats import write_obb_json
 from obbdet.iou import box_iou_rotated
 from obbdet.structures import ImageLabels
 
-from eval.miou import compute_miou
+from obbdet.eval.miou import compute_miou
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "compute_miou.py"
 

@@ -10,7 +10,7 @@ import pytest
 from obbdet.boxes import xywha_to_aabb, xywha_to_poly
 from obbdet.formats import read_dota, read_obb_json, write_obb_json
 from obbdet.structures import ImageLabels
-from tools import convert
+from obbdet.tools import convert
 
 CLASSES = ["car", "truck", "bus"]
 SIZE = (640, 480)

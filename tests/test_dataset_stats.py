@@ -8,8 +8,8 @@ import numpy as np
 
 from obbdet.formats import write_obb_json
 from obbdet.structures import ImageLabels
-from tools import dataset_stats
-from tools.dataset_stats import DatasetStats, stats_from_labels, summarize
+from obbdet.tools import dataset_stats
+from obbdet.tools.dataset_stats import DatasetStats, stats_from_labels, summarize
 
 
 def _labels(boxes, classes, **kw) -> ImageLabels:
@@ -66,7 +66,7 @@ def test_synthetic_and_importer_and_registry_sources(tmp_path, capsys):
                                "--vehicle-width", "14,16", "--out", str(out), "--no-plots"]) == 0
     assert "synthetic: 3 images" in capsys.readouterr().out
     # a generated folder through the registry's obb_json importer
-    from datasets_registry.synthetic import generate_synthetic_dataset
+    from obbdet.datasets_registry.synthetic import generate_synthetic_dataset
 
     root = tmp_path / "syn"
     generate_synthetic_dataset(root, 3, seed=1, width=192, height=192, progress=False)

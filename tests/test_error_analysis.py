@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.test_draw_obb import _labels, jittered_dota  # noqa: F401  (jittered_dota is a fixture)
-from tools import error_analysis
-from tools.error_analysis import analyze, angle_error_deg
+from obbdet.tools import error_analysis
+from obbdet.tools.error_analysis import analyze, angle_error_deg
 
 
 def _every_point_ap(tp_flags, npos):
@@ -76,7 +76,7 @@ def test_delta_map_of_each_fix():
 
 
 def test_base_map_agrees_with_the_evaluation():
-    from eval import evaluate
+    from obbdet.eval import evaluate
 
     gt, det = _constructed()
     b, _ = analyze(gt, det, iou_threshold=0.5)
@@ -120,7 +120,7 @@ def test_cli_on_real_fixtures(tmp_path, jittered_dota, capsys):  # noqa: F811
         assert (out / name).stat().st_size > 0
     n_det = sum(len(json.loads(p.read_text())["objects"]) for p in det_dir.glob("*.json"))
     assert doc["n_detections"] == n_det
-    from eval import evaluate
+    from obbdet.eval import evaluate
     from obbdet.formats import read_label_folder
 
     result = evaluate(read_label_folder(dota / "labelTxt", "dota"),

@@ -11,10 +11,10 @@ from obbdet.formats import read_obb_json
 from obbdet.iou import box_iou_rotated
 from obbdet.structures import ImageLabels, Sample
 
-from eval import EvalResult, evaluate, evaluate_arrays, evaluate_samples, match_image
-from eval.ap import average_precision, precision_recall
-from eval.loading import read_obb_json_files
-from eval.matching import grouped_overlap_pairs
+from obbdet.eval import EvalResult, evaluate, evaluate_arrays, evaluate_samples, match_image
+from obbdet.eval.ap import average_precision, precision_recall
+from obbdet.eval.loading import read_obb_json_files
+from obbdet.eval.matching import grouped_overlap_pairs
 
 CLASSES = ["car", "truck", "bus"]
 
@@ -219,7 +219,7 @@ def test_evaluate_arrays_equals_evaluate_on_records():
 
 
 def test_evaluate_arrays_validates_inputs():
-    from eval import EvalInputError
+    from obbdet.eval import EvalInputError
 
     with pytest.raises(EvalInputError, match="one entry per image"):
         evaluate_arrays([np.zeros((0, 5))], [np.zeros(0)], [], [], [], ["car"])

@@ -9,9 +9,9 @@ import pytest
 from obbdet.formats import write_obb_json
 from obbdet.structures import ImageLabels
 
-from eval import evaluate
-from eval.calibration import search_factor
-from eval.pascalvoc import main
+from obbdet.eval import evaluate
+from obbdet.eval.calibration import search_factor
+from obbdet.eval.pascalvoc import main
 
 WIDENING = 1.08
 

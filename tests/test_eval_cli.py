@@ -12,8 +12,8 @@ import pytest
 from obbdet.formats import read_dota, write_dota, write_yolo_obb
 from obbdet.structures import ImageLabels
 
-from eval.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OUTPUT, EXIT_USAGE
-from eval.pascalvoc import main
+from obbdet.eval.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, EXIT_OUTPUT, EXIT_USAGE
+from obbdet.eval.pascalvoc import main
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

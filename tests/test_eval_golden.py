@@ -10,8 +10,8 @@ import pytest
 from obbdet.boxes import aabb_to_xywha
 from obbdet.structures import ImageLabels
 
-from eval import evaluate, match_image
-from eval.ap import ap_11_point, ap_101_point, ap_every_point, precision_recall
+from obbdet.eval import evaluate, match_image
+from obbdet.eval.ap import ap_11_point, ap_101_point, ap_every_point, precision_recall
 
 FAR = [500, 500, 510, 510]  # overlaps nothing
 

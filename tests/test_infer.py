@@ -271,7 +271,7 @@ def test_cut_fragment_dropped_when_another_tile_saw_the_area_whole():
 # ---------------------------------------------------------------------------------------------------
 
 def test_tiled_and_whole_agree_on_one_pass_image():
-    from eval.miou import compute_miou  # the function behind tools/compute_miou.py
+    from obbdet.eval.miou import compute_miou  # the function behind tools/compute_miou.py
 
     boxes = grid_boxes(9, 9, 100.0, origin=(50.0, 50.0), seed=3)
     image = render_rects(900, 900, boxes)
@@ -657,8 +657,8 @@ def _subset(labels, keep: np.ndarray):
 def test_quickstart_dense_scene_600_vehicles_not_capped(caplog):
     """A dense synthetic car park with 600 vehicles: about 600 detections at the model's best-F1 score
     threshold, and nearly every vehicle found: nothing caps them at 100, 300 or 500."""
-    from datasets_registry.synthetic import render_scene
-    from eval import match_image
+    from obbdet.datasets_registry.synthetic import render_scene
+    from obbdet.eval import match_image
 
     detector, info = _quickstart_setup()
     image, gt = render_scene(11, 2048, 2048, dense=True, n_vehicles=600, vehicle_width=16.0)
@@ -702,7 +702,7 @@ def _crossing_tile_edges(boxes: np.ndarray, tiles) -> np.ndarray:
 def test_quickstart_vehicles_cut_by_tile_borders_detected_once():
     """Vehicles crossing inner tile edges are found as in whole-image mode, and no half-vehicle box survives
     beside the whole one (a detection lying mostly on a crossing vehicle but matching no vehicle)."""
-    from datasets_registry.synthetic import render_scene
+    from obbdet.datasets_registry.synthetic import render_scene
     from obbdet.iou import intersection_area_rotated
 
     detector, info = _quickstart_setup()
@@ -734,9 +734,9 @@ def test_quickstart_vehicles_cut_by_tile_borders_detected_once():
 def test_quickstart_tiled_and_whole_agree(tmp_path):
     """A car park that fits in one pass (1024 x 1024): default tiling (768, overlap >= 128: four tiles) vs
     ``--whole``, compared with tools/compute_miou.py: matched mIoU >= 0.98 and (almost) every detection matched."""
-    from datasets_registry.synthetic import render_scene
+    from obbdet.datasets_registry.synthetic import render_scene
     from obbdet.checkpoint import load_checkpoint
-    from tools import compute_miou as miou_tool
+    from obbdet.tools import compute_miou as miou_tool
 
     ckpt = quickstart_checkpoint()
     info = inference.checkpoint_info(load_checkpoint(ckpt))
@@ -760,8 +760,8 @@ def test_quickstart_tiled_and_whole_agree(tmp_path):
 def test_quickstart_rescaling_two_resolutions_agree():
     """One scene at two resolutions (rendered at 2x, downsampled for 1x), each with its matching vehicle_width:
     the detections agree after mapping the 2x ones to the 1x scale."""
-    from datasets_registry.synthetic import render_scene
-    from eval.miou import compute_miou
+    from obbdet.datasets_registry.synthetic import render_scene
+    from obbdet.eval.miou import compute_miou
 
     detector, info = _quickstart_setup()
     high, _ = render_scene(8, 1280, 1024, vehicle_width=30.0)

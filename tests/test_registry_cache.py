@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from datasets_registry import ImportSummary, load_dataset
-from datasets_registry.cache import CACHE_DIR_NAME, default_cache_dir, pack_samples, unpack_samples
+from obbdet.datasets_registry import ImportSummary, load_dataset
+from obbdet.datasets_registry.cache import CACHE_DIR_NAME, default_cache_dir, pack_samples, unpack_samples
 from tests.registry_files import write_dota, write_image, write_text
 from tests.test_registry_importers import XS, YS, vedai_line14
 
@@ -40,10 +40,10 @@ def test_hit_then_invalidation_on_edit_add_and_remove(tmp_path, monkeypatch):
     _dataset(root)
     cache_dir = tmp_path / "cache"
     parsed = []
-    import datasets_registry.dota as dota
+    import obbdet.datasets_registry.dota as dota
 
     real = dota.load_dota
-    monkeypatch.setitem(__import__("datasets_registry.registry", fromlist=["IMPORTERS"]).IMPORTERS, "dota",
+    monkeypatch.setitem(__import__("obbdet.datasets_registry.registry", fromlist=["IMPORTERS"]).IMPORTERS, "dota",
                         lambda *a, **k: parsed.append(1) or real(*a, **k))
     first, _ = load(root, cache_dir)
     second, summary = load(root, cache_dir)
@@ -90,7 +90,7 @@ def test_default_dir_in_root_and_lenient_skips_reported_on_hits(tmp_path, caplog
     write_text(root / "labelTxt" / "P0001.txt", "1 2 3 x 5 6 7 8 car 0\n10 10 30 10 30 20 10 20 small-vehicle 0\n")
     load(root, True, strict=False)
     assert default_cache_dir(root) == root / CACHE_DIR_NAME and any((root / CACHE_DIR_NAME).iterdir())
-    with caplog.at_level(logging.INFO, logger="datasets_registry"):
+    with caplog.at_level(logging.INFO, logger="obbdet.datasets_registry"):
         samples, summary = load(root, True, strict=False)
     assert any("from the annotation cache" in r.getMessage() for r in caplog.records)
     assert summary.skipped["malformed"] == 1 and "P0001.txt:1" in summary.messages[0]

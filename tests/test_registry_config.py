@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from datasets_registry import RegistryConfigError, build_registry, load_registry_config
-from datasets_registry.__main__ import main as registry_cli
-from datasets_registry.config import split_train_val
+from obbdet.datasets_registry import RegistryConfigError, build_registry, load_registry_config
+from obbdet.datasets_registry.__main__ import main as registry_cli
+from obbdet.datasets_registry.config import split_train_val
 from tests.registry_files import dv_polygon, write_dota, write_dronevehicle, write_text
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def test_registry_strict_default_and_lenient_dataset(tmp_path):
 
 
 def test_synthetic_scenes_join_a_registry(tmp_path):
-    pytest.importorskip("datasets_registry.synthetic")
+    pytest.importorskip("obbdet.datasets_registry.synthetic")
     dota, _ = _make_data(tmp_path)
     config = {"seed": 1, "cache": False, "datasets": [
         {"name": "synthetic", "type": "synthetic", "root": str(tmp_path / "synthetic"), "quota": 4,

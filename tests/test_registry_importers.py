@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from datasets_registry import ImportSummary, LabelFormatError, UnknownDatasetError, available, load_dataset
+from obbdet.datasets_registry import ImportSummary, LabelFormatError, UnknownDatasetError, available, load_dataset
 from obbdet.boxes import xywha_to_poly
 from tests.registry_files import (
     dv_bndbox, dv_point, dv_polygon, ro_object, rolabelimg_xml, vedai_line14, vedai_line15,

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from torch.utils.data import Sampler
 
-from datasets_registry import VirtualEpochSampler
-from datasets_registry.quotas import apportion, resolve_quotas
+from obbdet.datasets_registry import VirtualEpochSampler
+from obbdet.datasets_registry.quotas import apportion, resolve_quotas
 
 SIZES = [50, 7, 120]
 QUOTAS = [20, 10, 30]

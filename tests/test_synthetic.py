@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-import datasets_registry.synthetic as syn
-import datasets_registry.synthetic_draw as draw
-from datasets_registry.synthetic import (SYNTHETIC_CLASSES, generate_synthetic_dataset, load_synthetic,
+import obbdet.datasets_registry.synthetic as syn
+import obbdet.datasets_registry.synthetic_draw as draw
+from obbdet.datasets_registry.synthetic import (SYNTHETIC_CLASSES, generate_synthetic_dataset, load_synthetic,
                                          render_scene, scene_seed)
 from obbdet.boxes import wrap_angle, xywha_to_poly
 from obbdet.formats import read_obb_json
@@ -167,7 +167,7 @@ def test_load_synthetic_samples_and_cache_folder(tmp_path, monkeypatch):
 
 
 def test_make_synthetic_cli(tmp_path, capsys):
-    from tools.make_synthetic import main
+    from obbdet.tools.make_synthetic import main
 
     out = tmp_path / "cli"
     assert main([str(out), "--n", "2", "--width", "192", "--height", "160", "--vehicle-width", "14,18",

@@ -21,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from eval.errors import EXIT_OK, EXIT_OUTPUT, EvalInputError, WarningLog  # noqa: E402
+from obbdet.eval.errors import EXIT_OK, EXIT_OUTPUT, EvalInputError, WarningLog  # noqa: E402
 
 FORMATS = ("obb_json", "dota", "xywh", "xyrb", "yolo_obb")
 
@@ -56,8 +56,8 @@ def _image_size(text: str | None):
 
 
 def _run(args) -> int:
-    from eval.loading import load_folder
-    from eval.miou import compute_miou, plot_histogram
+    from obbdet.eval.loading import load_folder
+    from obbdet.eval.miou import compute_miou, plot_histogram
 
     warnings = WarningLog()
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None

@@ -309,7 +309,7 @@ def _range(text: str):
 
 
 def from_config(path) -> dict[str, DatasetStats]:
-    from datasets_registry import build_registry
+    from obbdet.datasets_registry import build_registry
 
     registry = build_registry(path)
     out = stats_from_samples(registry.train, list(registry.classes), split="train")
@@ -322,7 +322,7 @@ def from_config(path) -> dict[str, DatasetStats]:
 
 
 def from_kind(kind: str, root, options: dict) -> dict[str, DatasetStats]:
-    from datasets_registry import load_dataset
+    from obbdet.datasets_registry import load_dataset
 
     samples = load_dataset(kind, root, **options)
     for s in samples:
@@ -340,7 +340,7 @@ def from_folder(folder: Path, fmt: str, options: dict) -> dict[str, DatasetStats
 def from_synthetic(n: int, seed: int, split: str, width: int, height: int, options: dict) -> dict[str, DatasetStats]:
     from tqdm import tqdm
 
-    from datasets_registry.synthetic import render_scene, scene_seed
+    from obbdet.datasets_registry.synthetic import render_scene, scene_seed
 
     stats = DatasetStats("synthetic")
     for i in tqdm(range(n), desc="rendering", unit="img"):

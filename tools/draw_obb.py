@@ -38,14 +38,14 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import numpy as np  # noqa: E402
 
-from eval.errors import EvalInputError  # noqa: E402
+from obbdet.eval.errors import EvalInputError  # noqa: E402
 from obbdet.formats import LABEL_FORMATS, LabelFormatError  # noqa: E402
 from obbdet.io_utils import atomic_write_text  # noqa: E402
 from obbdet.structures import ImageLabels  # noqa: E402
 from obbdet.visualize import (CAPTION_MODES, OUTCOME_COLORS, OUTCOME_DESCRIPTIONS, contact_sheet,  # noqa: E402
                               crop_with_context, crowded, draw_labels, draw_outcomes, find_image, read_image_rgb,
                               thumbnail, write_image_rgb)
-from tools.convert import (ImageSizes, ToolInputError, guess_folder_format, label_files,  # noqa: E402
+from obbdet.tools.convert import (ImageSizes, ToolInputError, guess_folder_format, label_files,  # noqa: E402
                            load_class_names, looks_like_detections, parse_image_size, read_folder,
                            select_objects)
 
@@ -88,7 +88,7 @@ def match_outcomes(gt: ImageLabels | None, det: ImageLabels | None, iou_threshol
 
     Pass ``gt`` through :func:`drop_ignored` first so indices match the drawn objects; either may be None.
     """
-    from eval import match_image
+    from obbdet.eval import match_image
 
     gt = gt if gt is not None else ImageLabels()
     det = det if det is not None else ImageLabels(scores=np.zeros(0))

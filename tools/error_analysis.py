@@ -41,13 +41,13 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import numpy as np  # noqa: E402
 
-from eval.ap import AP_METHODS, average_precision, precision_recall  # noqa: E402
-from eval.errors import EvalInputError  # noqa: E402
+from obbdet.eval.ap import AP_METHODS, average_precision, precision_recall  # noqa: E402
+from obbdet.eval.errors import EvalInputError  # noqa: E402
 from obbdet.formats import LabelFormatError  # noqa: E402
 from obbdet.io_utils import atomic_output, atomic_write_text  # noqa: E402
 from obbdet.structures import ImageLabels  # noqa: E402
-from tools.convert import ToolInputError  # noqa: E402
-from tools.draw_obb import FORMAT_CHOICES, drop_ignored, match_outcomes, read_label_set  # noqa: E402
+from obbdet.tools.convert import ToolInputError  # noqa: E402
+from obbdet.tools.draw_obb import FORMAT_CHOICES, drop_ignored, match_outcomes, read_label_set  # noqa: E402
 
 logger = logging.getLogger("error_analysis")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets_registry.synthetic import SCENE_KINDS, SYNTHETIC_CLASSES, generate_synthetic_dataset  # noqa: E402
+from obbdet.datasets_registry.synthetic import SCENE_KINDS, SYNTHETIC_CLASSES, generate_synthetic_dataset  # noqa: E402
 
 
 def _number_or_range(text: str, kind=float):
