@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from obbdet.boxes import normalize_xywha
+from obbdet.boxes import scale_xywha_sides
 
 from .ap import average_precision, precision_recall
 from .data import Dataset
@@ -73,18 +73,12 @@ def setting_label(width_scale: float, length_scale: float) -> str:
 
 
 def scale_boxes(boxes: np.ndarray, width_scale: float, length_scale: float) -> np.ndarray:
-    """Boxes ``[N, 5]`` with the short side times ``width_scale`` and the long side times ``length_scale``."""
-    if width_scale == 1.0 and length_scale == 1.0:
-        return boxes
-    if width_scale <= 0 or length_scale <= 0:
-        raise EvalInputError(f"scale factors must be positive, got width {width_scale}, length {length_scale}",
-                             EXIT_USAGE)
-    scaled = boxes.copy()
-    scaled[:, 2] *= length_scale
-    scaled[:, 3] *= width_scale
-    if width_scale > length_scale and len(scaled) and np.any(scaled[:, 3] > scaled[:, 2]):
-        scaled = normalize_xywha(scaled)
-    return scaled
+    """:func:`obbdet.boxes.scale_xywha_sides` (short side times ``width_scale``, long side times
+    ``length_scale``), with a factor that is not positive reported as a usage error."""
+    try:
+        return scale_xywha_sides(boxes, width_scale, length_scale)
+    except ValueError as exc:
+        raise EvalInputError(str(exc), EXIT_USAGE) from exc
 
 
 class Evaluator:
