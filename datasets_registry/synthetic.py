@@ -34,9 +34,16 @@ default the full tuple, so car=0, truck=1, bus=2, van=3).
 Entry points: :func:`render_scene` (one image and its labels in memory), :func:`generate_synthetic_dataset`
 (PNG images + obb_json labels in a folder, idempotent), :func:`load_synthetic` (the registry importer:
 generates into a cache folder once and returns ``Sample`` records with ``meta['split']``);
-``tools/make_synthetic.py`` is the CLI. The scene itself is composed in :mod:`datasets_registry.synthetic_scene`
-(layouts, vehicle placement, rendering order, labels) and drawn with :mod:`datasets_registry.synthetic_draw`
-(primitives, vehicles, roofs, ground objects, paint, noise).
+``tools/make_synthetic.py`` is the CLI. The scene itself is generated in :mod:`datasets_registry.synthetic_scene`
+(the pipeline and labels) from :mod:`~datasets_registry.synthetic_options` (options, classes, scene kinds),
+:mod:`~datasets_registry.synthetic_state` (the scene being composed, occupancy masks),
+:mod:`~datasets_registry.synthetic_layout` (scene kinds) with :mod:`~datasets_registry.synthetic_roads`,
+:mod:`~datasets_registry.synthetic_lots` and :mod:`~datasets_registry.synthetic_dressing` (buildings, trees,
+containers, flowerbeds), :mod:`~datasets_registry.synthetic_placement` (vehicle slots and placement),
+:mod:`~datasets_registry.synthetic_ground` (materials, palette, texture, noise) and
+:mod:`~datasets_registry.synthetic_render` (rendering order, shadows, camera look), and drawn with
+:mod:`~datasets_registry.synthetic_draw` (primitives), :mod:`~datasets_registry.synthetic_vehicles` (vehicle
+sizes, looks and drawers) and :mod:`~datasets_registry.synthetic_objects` (roofs, beds, containers, paint).
 
 A 512 x 512 scene renders in about 30-40 ms on one CPU core (PNG writing adds about 15 ms).
 """
@@ -52,8 +59,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .synthetic_scene import (CAR_WIDTH_M, SCENE_KINDS, SYNTHETIC_CLASSES, SceneOptions,
-                                               render_scene)
+from .synthetic_options import CAR_WIDTH_M, SCENE_KINDS, SYNTHETIC_CLASSES, SceneOptions
+from .synthetic_scene import render_scene
 from obbdet.boxes import BOX_DIM
 from obbdet.io_utils import atomic_write_bytes, atomic_write_text
 from obbdet.structures import ImageLabels, Sample

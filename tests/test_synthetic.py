@@ -10,6 +10,7 @@ import pytest
 
 import obbdet.datasets_registry.synthetic as syn
 import obbdet.datasets_registry.synthetic_draw as draw
+import obbdet.datasets_registry.synthetic_vehicles as vehicles
 from obbdet.datasets_registry.synthetic import (SYNTHETIC_CLASSES, generate_synthetic_dataset, load_synthetic,
                                          render_scene, scene_seed)
 from obbdet.boxes import wrap_angle, xywha_to_poly
@@ -40,8 +41,8 @@ def test_labels_sit_exactly_on_the_vehicles(monkeypatch):
     for seed in range(6):
         image, labels = render_scene(seed, 384, 384)
         with monkeypatch.context() as m:
-            for cls in draw.VEHICLE_DRAWERS:
-                m.setitem(draw.VEHICLE_DRAWERS, cls, lambda canvas, v, ppm: None)
+            for cls in vehicles.VEHICLE_DRAWERS:
+                m.setitem(vehicles.VEHICLE_DRAWERS, cls, lambda canvas, v, ppm: None)
             bare, bare_labels = render_scene(seed, 384, 384)
         assert np.array_equal(labels.boxes, bare_labels.boxes)  # drawing consumes no randomness
         changed = np.abs(image.astype(int) - bare.astype(int)).sum(axis=2) > 24
