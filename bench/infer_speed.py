@@ -117,7 +117,7 @@ def end_to_end(detector, folder: Path, out: Path, score_threshold: float, batch:
     """``InferenceSummary`` of a folder run (tiles 768, no rescaling)."""
     images = inference.discover_images(folder)
     options = inference.InferenceOptions(tile=TILE, overlap=OVERLAP, batch=batch, score_threshold=score_threshold)
-    return inference.run_inference(detector, images, folder, out, class_names=CLASSES, options=options,
+    return inference.run_inference(inference.Predictor(detector, CLASSES, options=options), images, folder, out,
                                    progress=False)
 
 

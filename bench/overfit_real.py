@@ -72,6 +72,7 @@ def build(args, work_dir: Path):
     from obbdet.datasets_registry import load_dataset
     from obbdet import config as config_mod, training
     from obbdet.augment import build_train_transform, build_val_transform
+    from obbdet.device import resolve_device
     from obbdet.data import DetectionDataset, StrideCollate
     from obbdet.distributed import DistInfo
 
@@ -82,7 +83,7 @@ def build(args, work_dir: Path):
     samples = load_dataset("dota", args.fixtures, classes=classes,
                            class_map={"small-vehicle": "car", "large-vehicle": "truck", "*": "ignore"})
     samples = rescale_to_vehicle_width(samples, args.vehicle_width, work_dir)
-    device = training.resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     training.setup_threads(cfg.train.threads)
     training.seed_everything(args.seed)
     model = training.build_model(cfg, classes, False, device, DistInfo())

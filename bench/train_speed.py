@@ -66,11 +66,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from obbdet import config as config_mod, training
     from obbdet.data import default_workers
+    from obbdet.device import resolve_device
     from obbdet.distributed import DistInfo
 
     cfg = config_mod.resolve_config(args.config, [f"data.synthetic_train={max(64, args.steps * 4)}",
                                                   "data.synthetic_val=1", *args.overrides])
-    device = training.resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     threads = training.setup_threads(cfg.train.threads)
     training.seed_everything(0)
     sources = training.build_sources(cfg, render_workers=threads)

@@ -9,7 +9,8 @@ A checkpoint is a ``torch.save``'d dict, written atomically, loadable with ``wei
 - ``vehicle_width``: median short side (px) of ``main_class`` boxes as the network saw them in training (after
   augmentation), used by ``infer.py`` to rescale images; None when no such box was seen. ``main_class``.
 - ``calibration``: ``{"width_scale", "length_scale"}`` (None = not calibrated); ``nms_iou``: the NMS IoU
-  used for validation.
+  used for validation; ``pre_nms_topk``: candidate locations per class decoded before NMS (inference uses
+  both unless told otherwise).
 - resume state: ``epoch`` (completed epochs), ``global_step``, ``optimizer``, ``scheduler``, ``scaler``,
   ``sampler`` (training sampler state), ``rng`` (python / numpy / torch / cuda generator states), ``best``
   (``{"metric", "value", "epoch"}``), ``width_samples`` (short sides seen so far).
@@ -78,16 +79,17 @@ def build_detector_from_checkpoint(ckpt: dict, device="cpu", use_ema: bool = Tru
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint weights do not fit its model spec: {str(exc).splitlines()[0]}") from None
     detector.postprocess.nms_iou = float(ckpt.get("nms_iou") or detector.postprocess.nms_iou)
+    detector.postprocess.pre_nms_topk = int(ckpt.get("pre_nms_topk") or detector.postprocess.pre_nms_topk)
     return detector.to(device).eval()
 
 
 def checkpoint_inference_meta(ckpt: dict) -> dict:
     """What inference needs besides the weights: ``class_names``, ``vehicle_width``, ``width_scale``,
-    ``length_scale`` (None when uncalibrated) and ``nms_iou``."""
+    ``length_scale`` (None when uncalibrated), ``nms_iou`` and ``pre_nms_topk`` (None when not stored)."""
     calibration = ckpt.get("calibration") or {}
     return {"class_names": list(ckpt["model"]["class_names"]), "vehicle_width": ckpt.get("vehicle_width"),
             "width_scale": calibration.get("width_scale"), "length_scale": calibration.get("length_scale"),
-            "nms_iou": ckpt.get("nms_iou")}
+            "nms_iou": ckpt.get("nms_iou"), "pre_nms_topk": ckpt.get("pre_nms_topk")}
 
 
 def set_calibration(path, width_scale: float | None, length_scale: float | None = None) -> None:

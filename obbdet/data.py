@@ -17,32 +17,25 @@ import logging
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from obbdet.boxes import BOX_DIM
+from obbdet.imageio import ImageReadError, read_image_rgb
 from obbdet.structures import Sample
 
 logger = logging.getLogger(__name__)
 
 
-class ImageReadError(OSError):
-    """An image file that cannot be read or decoded (the message names the file)."""
-
-
 def load_image_rgb(sample_or_path) -> np.ndarray:
     """``[H, W, 3]`` uint8 RGB of a Sample (honouring ``meta['crop'] = (x0, y0, x1, y1)``) or of a path.
 
-    Raises ImageReadError naming the file when it is missing or cannot be decoded.
+    Read by :func:`obbdet.imageio.read_image_rgb`, the reader inference uses too. Raises ImageReadError
+    naming the file when it is missing or cannot be decoded.
     """
     path = sample_or_path.image_path if isinstance(sample_or_path, Sample) else sample_or_path
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        reason = "file not found" if not Path(path).exists() else "cannot decode (corrupt or not an image)"
-        raise ImageReadError(f"{path}: {reason}")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    image = read_image_rgb(path)
     crop = sample_or_path.meta.get("crop") if isinstance(sample_or_path, Sample) else None
     if crop is not None:
         x0, y0, x1, y1 = (int(v) for v in crop)

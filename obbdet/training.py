@@ -38,16 +38,6 @@ SYNTHETIC_CLASSES = ("car", "truck", "bus", "van")
 # Runtime
 # ---------------------------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; raises ValueError for an unusable device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available")
-    return device
-
-
 def setup_threads(threads: int) -> int:
     """Torch CPU threads: ``threads`` or, when 0, the cores this process may use."""
     if threads <= 0:
@@ -270,6 +260,7 @@ def checkpoint_payload(state: TrainState, cfg: RunConfig, run_name: str, seed: i
         "width_samples": state.width.state_dict(),
         "calibration": {"width_scale": None, "length_scale": None},
         "nms_iou": cfg.train.nms_iou,
+        "pre_nms_topk": cfg.train.pre_nms_topk,
         "epoch": state.epoch,
         "global_step": state.global_step,
         "optimizer": state.optimizer.state_dict(),

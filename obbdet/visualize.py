@@ -28,8 +28,7 @@ import cv2
 import numpy as np
 
 from obbdet.boxes import BOX_DIM, xywha_to_aabb, xywha_to_poly
-from obbdet.formats import IMAGE_EXTENSIONS
-from obbdet.io_utils import atomic_write_bytes
+from obbdet.imageio import find_image, image_size, read_image_rgb, write_image_rgb  # noqa: F401 (drawing API)
 from obbdet.structures import ImageLabels
 
 logger = logging.getLogger(__name__)
@@ -53,53 +52,6 @@ OUTCOME_DESCRIPTIONS = {
 
 _SUBPIXEL_SHIFT = 4  # OpenCV fixed-point bits: polygons are drawn at 1/16 px precision
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-# ---------------------------------------------------------------------------------------------------
-# Image files
-# ---------------------------------------------------------------------------------------------------
-
-def read_image_rgb(path) -> np.ndarray:
-    """Read an image file as ``[H, W, 3]`` uint8 RGB (grey and 16-bit images are converted).
-
-    Raises ``ValueError`` naming the file when it cannot be decoded.
-    """
-    data = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode also handles non-ASCII paths
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ValueError(f"{path}: cannot decode image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def write_image_rgb(path, image_rgb: np.ndarray, *, jpeg_quality: int = 92) -> None:
-    """Write an RGB image atomically; the format follows the file extension (``.jpg``, ``.png``, ...)."""
-    path = Path(path)
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if path.suffix.lower() in (".jpg", ".jpeg") else []
-    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise ValueError(f"{path}: cannot encode image as {path.suffix!r}")
-    atomic_write_bytes(path, encoded.tobytes())
-
-
-def find_image(stem: str, folders: Sequence) -> Path | None:
-    """The first image named ``stem`` + an image extension (any case) in ``folders``, or None."""
-    for folder in folders:
-        if folder is None:
-            continue
-        folder = Path(folder)
-        for ext in IMAGE_EXTENSIONS:
-            for candidate in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
-                if candidate.is_file():
-                    return candidate
-    return None
-
-
-def image_size(path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, read from its header only (no full decode)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.size
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,3 +20,25 @@ def fixtures_dir() -> Path:
     if not FIXTURES_DIR.is_dir():
         pytest.skip(f"real fixtures not found at {FIXTURES_DIR} (set OBBDET_FIXTURES to point at them)")
     return FIXTURES_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint: the ``tiny`` variant (obbdet_micro) trained for one short epoch on synthetic scenes.
+
+    Trained once per test session, also under pytest-xdist (the workers share it through a file lock).
+    """
+    from filelock import FileLock
+
+    from obbdet.cli import train
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # per session, shared by workers
+    ckpt = shared / "infer_tiny_run" / "tiny" / "last.pt"
+    with FileLock(str(shared / "infer_tiny_run.lock")):
+        if not ckpt.is_file():
+            rc = train.main(["tiny", "0", "--config", "tiny", "--no-progress", f"train.out_dir={ckpt.parents[1]}",
+                             f"data.synthetic_cache={shared / 'infer_tiny_cache'}", "train.epochs=1",
+                             "train.threads=1"])
+            assert rc == 0 and ckpt.is_file()
+    return ckpt

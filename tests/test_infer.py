@@ -24,12 +24,14 @@ import torch
 from obbdet import inference
 from obbdet.boxes import BOX_DIM, normalize_xywha, xywha_to_poly
 from obbdet.formats import read_obb_json
-from obbdet.inference import (InferenceOptions, RawDetections, Tile, apply_box_scales, detect_image,
-                              discover_images, merge_tile_detections, plan_tiles, read_image_rgb_checked,
-                              rescale_factor, run_inference, scale_xywha, tile_origins)
+from obbdet.boxes import scale_xywha_sides
+from obbdet.imageio import read_image_rgb
+from obbdet.inference import (InferenceOptions, Predictor, RawDetections, Tile, discover_images,
+                              merge_tile_detections, plan_tiles, rescale_factor, run_inference, scale_xywha,
+                              tile_origins)
 from obbdet.iou import box_iou_rotated
 
-import infer as infer_cli
+from obbdet.cli import infer as infer_cli
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +42,12 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def detect_image(detector, image, *, options=InferenceOptions(), scale=1.0, class_names=None, name=None):
+    """One in-memory image through the Predictor (the path infer.py runs), as ImageLabels."""
+    names = list(class_names) if class_names is not None else ["0", "1"]
+    return Predictor(detector, names, options=options).predict(image, scale=scale, name=name).to_labels(image=name)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -62,7 +70,7 @@ class BrightRectDetector:
     def __init__(self):
         self.calls: list[tuple[int, ...]] = []
 
-    def predict(self, images, score_threshold=0.05, max_det_per_image=1000, nms_iou=0.5):
+    def predict(self, images, score_threshold=0.05, max_det_per_image=1000, nms_iou=0.5, pre_nms_topk=None):
         self.calls.append(tuple(images.shape))
         assert images.dtype == torch.float32 and images.shape[2] % self.stride == 0
         assert images.shape[3] % self.stride == 0
@@ -184,9 +192,9 @@ def test_scale_xywha_anisotropic_matches_corner_mapping():
 
 def test_apply_box_scales_width_and_length():
     boxes = np.array([[10.0, 10.0, 40.0, 20.0, 0.2]])
-    np.testing.assert_allclose(apply_box_scales(boxes, 0.9, 1.1), [[10, 10, 44, 18, 0.2]])
+    np.testing.assert_allclose(scale_xywha_sides(boxes, 0.9, 1.1), [[10, 10, 44, 18, 0.2]])
     # shrinking the long side below the short one keeps le90 (w >= h)
-    out = apply_box_scales(np.array([[0.0, 0.0, 20.0, 19.0, 0.0]]), 1.0, 0.5)
+    out = scale_xywha_sides(np.array([[0.0, 0.0, 20.0, 19.0, 0.0]]), 1.0, 0.5)
     assert out[0, 2] >= out[0, 3]
 
 
@@ -296,8 +304,8 @@ def test_small_images_share_batches_and_results_match(tmp_path):
         _write_good(tmp_path / "in" / f"img{i}.png", boxes[i % 3:], size=(300, 280))
     detector = BrightRectDetector()
     images = discover_images(tmp_path / "in")
-    summary = run_inference(detector, images, tmp_path / "in", tmp_path / "out", class_names=["car", "truck"],
-                            options=InferenceOptions(batch=4), progress=False)
+    summary = run_inference(Predictor(detector, ["car", "truck"], options=InferenceOptions(batch=4)), images,
+                            tmp_path / "in", tmp_path / "out", progress=False)
     assert summary.images == 5 and not summary.failures
     assert [c[0] for c in detector.calls] == [4, 1]  # five 1-tile images in two forward passes
     for i, path in enumerate(images):
@@ -378,10 +386,10 @@ def _bad_input_folder(root: Path) -> tuple[list[str], dict[str, str]]:
 
 def test_read_image_reasons(tmp_path):
     good, bad = _bad_input_folder(tmp_path)
-    assert read_image_rgb_checked(tmp_path / good[0]).shape == (256, 320, 3)
+    assert read_image_rgb(tmp_path / good[0]).shape == (256, 320, 3)
     for name, reason in bad.items():
         with pytest.raises(inference.ImageReadError, match=reason):
-            read_image_rgb_checked(tmp_path / name)
+            read_image_rgb(tmp_path / name)
 
 
 def test_discover_images_recursive_sorted_and_excludes_output(tmp_path):
@@ -395,7 +403,7 @@ def test_discover_images_recursive_sorted_and_excludes_output(tmp_path):
 def test_bad_files_are_listed_and_good_ones_processed(tmp_path):
     good, bad = _bad_input_folder(tmp_path / "in")
     images = discover_images(tmp_path / "in")
-    summary = run_inference(BrightRectDetector(), images, tmp_path / "in", tmp_path / "out", class_names=["car"],
+    summary = run_inference(Predictor(BrightRectDetector(), ["car"]), images, tmp_path / "in", tmp_path / "out",
                             progress=False)
     assert summary.images == len(good)
     assert sorted(Path(f.path).name for f in summary.failures) == sorted(bad)
@@ -412,7 +420,7 @@ def test_stem_collision_is_a_failure_not_an_overwrite(tmp_path):
     _write_good(tmp_path / "in" / "a.jpg", boxes)
     _write_good(tmp_path / "in" / "a.png", boxes[:1])
     images = discover_images(tmp_path / "in")
-    summary = run_inference(BrightRectDetector(), images, tmp_path / "in", tmp_path / "out", class_names=["car"],
+    summary = run_inference(Predictor(BrightRectDetector(), ["car"]), images, tmp_path / "in", tmp_path / "out",
                             progress=False)
     assert summary.images == 1 and len(summary.failures) == 1 and "already used" in summary.failures[0].reason
     assert len(read_obb_json(tmp_path / "out" / "a.json", detections=True)) == 4
@@ -528,8 +536,8 @@ def test_out_of_memory_fails_that_image_only(tmp_path):
     _write_good(tmp_path / "in" / "big.png", boxes, size=(600, 200))
     _write_good(tmp_path / "in" / "small.png", boxes, size=(250, 200))
     images = discover_images(tmp_path / "in")
-    summary = run_inference(PickyDetector(), images, tmp_path / "in", tmp_path / "out", class_names=["car"],
-                            options=InferenceOptions(whole=True, batch=1), progress=False)
+    summary = run_inference(Predictor(PickyDetector(), ["car"], options=InferenceOptions(whole=True, batch=1)),
+                            images, tmp_path / "in", tmp_path / "out", progress=False)
     assert summary.images == 1 and [Path(f.path).name for f in summary.failures] == ["big.png"]
     assert "out of memory" in summary.failures[0].reason
     assert (tmp_path / "out" / "small.json").is_file() and not (tmp_path / "out" / "big.json").exists()
@@ -549,28 +557,6 @@ def test_heading_follows_anisotropic_rescaling():
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_RUN = Path(os.environ.get("OBBDET_QUICKSTART", PROJECT_ROOT / "runs" / "quickstart"))
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A real checkpoint: the ``tiny`` variant (obbdet_micro) trained for one short epoch on synthetic scenes.
-
-    Trained once per test session, also under pytest-xdist (the workers share it through a file lock).
-    """
-    from filelock import FileLock
-
-    import train
-
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # per session, shared by workers
-    ckpt = shared / "infer_tiny_run" / "tiny" / "last.pt"
-    with FileLock(str(shared / "infer_tiny_run.lock")):
-        if not ckpt.is_file():
-            rc = train.main(["tiny", "0", "--config", "tiny", "--no-progress", f"train.out_dir={ckpt.parents[1]}",
-                             f"data.synthetic_cache={shared / 'infer_tiny_cache'}", "train.epochs=1",
-                             "train.threads=1"])
-            assert rc == 0 and ckpt.is_file()
-    return ckpt
 
 
 def quickstart_checkpoint() -> Path:

@@ -149,7 +149,7 @@ def test_amp_dtype_per_device_and_cpu_autocast_step():
 # ---------------------------------------------------------------------------------------------------
 
 def test_tiny_training_run(tmp_path, synthetic_cache, capsys):
-    import train
+    from obbdet.cli import train
 
     rc = train.main(["tiny_run", "3", *_tiny_args(tmp_path, synthetic_cache)])
     assert rc == 0
@@ -176,7 +176,7 @@ def test_tiny_training_run(tmp_path, synthetic_cache, capsys):
 
 
 def test_bad_override_exits_cleanly(tmp_path, capsys):
-    import train
+    from obbdet.cli import train
 
     assert train.main(["x", "0", f"train.out_dir={tmp_path}", "train.epochz=3"]) == 2
     assert "unknown config key 'train.epochz'" in capsys.readouterr().err

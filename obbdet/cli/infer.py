@@ -4,7 +4,7 @@
                     [--batch N] [--score 0.05] [--width-scale F] [--draw] [--device cpu|cuda] [--half]
 
 Writes one obb_json per image (same relative path and stem) under ``<folder>_det/`` unless ``--out`` is given.
-See ``obbdet/inference.py`` for the pipeline.
+The same detections come from ``obbdet.Predictor`` in Python; see ``obbdet/inference/`` for the pipeline.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def _vehicle_width(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="infer.py", description=__doc__.split("\n\n")[0], epilog=EPILOG,
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", type=Path, help="folder of images (searched recursively: jpg, png, tif, bmp)")
     p.add_argument("vehicle_width", type=_vehicle_width, help="car width in image pixels, or -1 (see below)")
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", type=float, default=0.05, help="score threshold (default 0.05)")
     p.add_argument("--nms-iou", type=float, default=None,
                    help="rotated NMS IoU within and across tiles (default: the checkpoint's, else 0.4)")
+    p.add_argument("--pre-nms-topk", type=int, default=None,
+                   help="candidate locations per class decoded per tile before NMS (default: the checkpoint's)")
     p.add_argument("--max-det", type=int, default=1000, help="cap on detections per image, warned when reached")
     p.add_argument("--width-scale", type=float, default=None,
                    help="factor on every box's short side (default: the checkpoint's calibrated factor, else 1)")
@@ -80,15 +82,14 @@ def main(argv=None) -> int:
         run = inference.prepare_run(
             args.folder, args.vehicle_width, args.checkpoint, out_dir=args.out, device=args.device,
             tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
-            nms_iou=args.nms_iou, max_det=args.max_det, width_scale=args.width_scale,
-            length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema)
+            nms_iou=args.nms_iou, pre_nms_topk=args.pre_nms_topk, max_det=args.max_det,
+            width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema)
     except inference.InferenceSetupError as exc:
         print(f"infer.py: error: {exc}", file=sys.stderr)
         return inference.EXIT_SETUP_ERROR
     print(run.describe())
     with logging_redirect_tqdm():
-        summary = inference.run_inference(run.detector, run.images, run.folder, run.out_dir,
-                                          class_names=run.class_names, scale=run.scale, options=run.options,
+        summary = inference.run_inference(run.predictor, run.images, run.folder, run.out_dir, scale=run.scale,
                                           mode=args.mode, draw=args.draw, progress=not args.quiet)
     print(summary.format())
     print(f"detections written to {run.out_dir}")

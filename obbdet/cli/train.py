@@ -81,6 +81,7 @@ def main(argv=None) -> int:
 
     from obbdet import config as config_mod, distributed, training
     from obbdet.checkpoint import CheckpointError
+    from obbdet.device import resolve_device
 
     try:
         cfg = config_mod.resolve_config(args.config, args.overrides)
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
     except (config_mod.ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    device = training.resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     dist = distributed.init_distributed(device.type)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)

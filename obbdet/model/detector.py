@@ -200,7 +200,7 @@ class Detector(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, score_threshold: float = 0.05, max_det_per_image: int = 1000,
-                nms_iou: float | None = None) -> list[dict]:
+                nms_iou: float | None = None, pre_nms_topk: int | None = None) -> list[dict]:
         """Detections for images ``[B, 3, H, W]`` float32 RGB in ``[0, 1]``, H and W multiples of ``stride``.
 
         Returns one dict per image: ``boxes [K, 5]`` float32 xywha (le90: w the long side, a in radians in
@@ -214,7 +214,7 @@ class Detector(nn.Module):
             outputs = self(images)
             anchors = self.anchors_for(images.shape[-2], images.shape[-1])
             return self.postprocess(outputs, anchors, score_threshold=score_threshold, nms_iou=nms_iou,
-                                    max_det_per_image=max_det_per_image)
+                                    max_det_per_image=max_det_per_image, pre_nms_topk=pre_nms_topk)
         finally:
             self.train(was_training)
 

@@ -69,8 +69,8 @@ class PostProcessor:
         if best_shape is not None:
             top_idx = top_idx * shapes + best_shape.gather(0, top_idx)
         if k < num_locations and bool((top_scores[-1] > score_threshold).any()) and not self._warned_topk:
-            logger.warning("pre_nms_topk=%d per class cut candidates scoring above %.3g; raise "
-                           "train.pre_nms_topk for denser scenes", pre_nms_topk, score_threshold)
+            logger.warning("pre_nms_topk=%d per class cut candidates scoring above %.3g; raise train.pre_nms_topk "
+                           "(infer.py --pre-nms-topk) for denser scenes", pre_nms_topk, score_threshold)
             self._warned_topk = True
         labels = torch.arange(num_classes, device=scores.device).expand(k, num_classes)
         keep = top_scores > score_threshold

@@ -1,0 +1,232 @@
+"""The batched prediction pipeline: images -> rescaled jobs -> batches of tiles -> merged detections.
+
+Pipeline per image (boxes are ``xywha`` le90 rows ``[cx, cy, w, h, a]``, pixels, radians; see ``obbdet.boxes``):
+
+1. rescale by ``train_vehicle_width / vehicle_width`` so vehicles have the size the network was trained on
+   (``obbdet.inference.rescale``);
+2. cut into overlapping tiles whose offsets lie on the network's stride grid (``obbdet.inference.tiling``) or
+   keep whole; tiles are cut lazily into a ``[B, Hp, Wp, 3]`` uint8 staging buffer of ``batch`` tiles (``Hp,
+   Wp`` padded to the network stride), so memory grows with the batch, not with the image; consecutive tiles
+   of several small images share a batch;
+3. ``detector.predict`` per batch; tile detections are shifted to the rescaled image;
+4. merged across tiles (``obbdet.inference.merge``), capped at ``max_det`` per image (with a warning naming
+   the image), mapped back to original pixels, width/length calibration factors applied.
+
+:func:`stream` runs it over any sequence of images; ``Predictor`` and the folder runner both use it.
+Numpy does the bookkeeping; torch is only used for the forward pass and the rotated NMS.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from obbdet.boxes import BOX_DIM, scale_xywha_sides
+from obbdet.inference.merge import RawDetections, merge_tile_detections
+from obbdet.inference.options import InferenceOptions
+from obbdet.inference.rescale import resize_image, scale_heading, scale_xywha
+from obbdet.inference.tiling import DEFAULT_STRIDE, Tile, network_tile, padded_shape, plan_tiles
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)  # identity semantics: jobs are dict keys
+class ImageJob:
+    """One image on its way through the pipeline (``image`` is the rescaled RGB array)."""
+
+    key: object
+    image: np.ndarray
+    original_size: tuple[int, int]  # (width, height)
+    factors: tuple[float, float]  # (sx, sy) original -> rescaled
+    tiles: list[Tile]
+    input_shape: tuple[int, int]  # (Hp, Wp) padded tile shape fed to the network
+    original: np.ndarray | None = None  # kept for drawing only
+    results: list = field(default_factory=list)
+    tile_capped: int = 0
+    failed: bool = False
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == len(self.tiles)
+
+
+def make_job(key, image: np.ndarray, scale: float, options: InferenceOptions, stride: int,
+              keep_original: bool = False) -> ImageJob:
+    height, width = image.shape[:2]
+    rescaled, factors = resize_image(image, scale)
+    rh, rw = rescaled.shape[:2]
+    if options.whole:
+        tiles = plan_tiles(rw, rh, None)
+        input_shape = padded_shape(rh, rw, stride)
+    else:
+        tile = network_tile(options.tile, stride)
+        tiles = plan_tiles(rw, rh, tile, options.overlap, align=stride)
+        input_shape = padded_shape(min(tile, rh), min(tile, rw), stride)
+    return ImageJob(key, rescaled, (width, height), factors, tiles, input_shape,
+                     original=image if keep_original else None)
+
+
+def tile_batches(jobs: Iterable, batch: int) -> Iterator[tuple[list, list]]:
+    """Group the tiles of consecutive jobs into batches of at most ``batch`` tiles of one input shape.
+
+    ``jobs`` yields ``ImageJob`` or anything else (failures), which is passed through. Yields
+    ``(tile_items, passthrough)``: ``tile_items`` a list of ``(job, tile_index)`` (possibly empty) and the
+    non-job items met before the batch was closed, in order.
+    """
+    pending: list = []
+    passthrough: list = []
+    for job in jobs:
+        if not isinstance(job, ImageJob):
+            passthrough.append(job)
+            if not pending:
+                yield [], passthrough
+                passthrough = []
+            continue
+        for k in range(len(job.tiles)):
+            if pending and (len(pending) == batch or pending[0][0].input_shape != job.input_shape):
+                yield pending, passthrough
+                pending, passthrough = [], []
+            pending.append((job, k))
+    if pending or passthrough:
+        yield pending, passthrough
+
+
+def detector_stride(detector) -> int:
+    """The multiple the detector needs its input sides to be (``detector.stride``, default 128)."""
+    return int(getattr(detector, "stride", DEFAULT_STRIDE))
+
+
+def detector_device(detector):
+    """The torch device holding the detector's parameters (CPU when it has none)."""
+    import torch
+
+    device = getattr(detector, "device", None)
+    if device is not None:
+        return torch.device(device)
+    parameters = getattr(detector, "parameters", None)
+    if parameters is not None:
+        for parameter in parameters():
+            return parameter.device
+    return torch.device("cpu")
+
+
+def predict_batch(detector, items: list, options: InferenceOptions, device) -> None:
+    """Cut the batch's tiles into one padded uint8 buffer, predict, and store each tile's detections (shifted
+    to rescaled-image coordinates) on its job."""
+    import torch
+
+    hp, wp = items[0][0].input_shape
+    staging = np.zeros((len(items), hp, wp, 3), np.uint8)  # [B, Hp, Wp, 3]; zero padding right/bottom
+    for b, (job, k) in enumerate(items):
+        t = job.tiles[k]
+        staging[b, :t.height, :t.width] = job.image[t.y0:t.y1, t.x0:t.x1]
+    # uint8 goes to the device (4x less traffic than float); [B, 3, Hp, Wp] float32 in [0, 1] there
+    x = torch.from_numpy(staging).to(device).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.float16, enabled=options.half)
+    with torch.inference_mode(), autocast:
+        outputs = detector.predict(x, score_threshold=options.score_threshold, max_det_per_image=options.max_det,
+                                   nms_iou=options.nms_iou, pre_nms_topk=options.pre_nms_topk)
+    for (job, k), out in zip(items, outputs):
+        t = job.tiles[k]
+        boxes = out["boxes"].detach().float().cpu().numpy().astype(np.float64).reshape(-1, BOX_DIM)
+        boxes[:, 0] += t.x0
+        boxes[:, 1] += t.y0
+        if len(boxes) >= options.max_det:
+            job.tile_capped += 1
+        heading = out.get("heading")
+        job.results.append(RawDetections(
+            boxes, out["scores"].detach().float().cpu().numpy().astype(np.float64),
+            out["labels"].detach().cpu().numpy().astype(np.int64), np.full(len(boxes), k, np.int64),
+            None if heading is None else heading.detach().float().cpu().numpy().astype(np.float64)))
+
+
+def finish_job(job: ImageJob, options: InferenceOptions, device, name: str) -> tuple[RawDetections, bool]:
+    """Merge a finished job's tile detections, cap them, map them to original pixels and apply the box scales.
+    Returns the final detections (original-image xywha) and whether a cap was reached."""
+    merged = merge_tile_detections(RawDetections.concat(job.results), job.tiles, nms_iou=options.nms_iou,
+                                   margin=options.border_margin, device=device)
+    capped = job.tile_capped > 0
+    if job.tile_capped:
+        logger.warning("%s: %d tile(s) reached the cap of %d detections per tile; raise max_det to see them all",
+                       name, job.tile_capped, options.max_det)
+    if len(merged) > options.max_det:
+        logger.warning("%s: %d detections after merging, capped at max_det=%d (lowest scores dropped)",
+                       name, len(merged), options.max_det)
+        merged = merged.select(np.arange(options.max_det))
+        capped = True
+    sx, sy = job.factors
+    boxes = scale_xywha(merged.boxes, 1.0 / sx, 1.0 / sy)
+    boxes = scale_xywha_sides(boxes, options.width_scale, options.length_scale)
+    heading = scale_heading(merged.heading, 1.0 / sx, 1.0 / sy)
+    return RawDetections(boxes, merged.scores, merged.labels, merged.tile, heading), capped
+
+
+def torch_out_of_memory() -> type[BaseException]:
+    """The exception torch raises when a device runs out of memory."""
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+@dataclass
+class StreamResult:
+    """One image out of :func:`stream`: its key, the final detections (original pixels) and whether a cap
+    was reached, or the reason it failed; ``job`` keeps the rescaled image and the original when asked."""
+
+    key: object
+    detections: RawDetections | None
+    capped: bool = False
+    failure: str | None = None
+    job: "ImageJob | None" = None
+
+
+def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *, keep_original: bool = False
+           ) -> Iterator:
+    """Detect on every image of ``items`` in order; yields a :class:`StreamResult` per ``ImageJob``-making item.
+
+    ``items`` yields ``(key, image [H, W, 3] uint8 RGB)`` pairs, or anything else (e.g. a failure record),
+    which is passed through unchanged, in order. Tiles of consecutive images share batches. An out-of-memory
+    error in a forward pass fails the images of that batch (each yielded with a reason) and the stream goes on.
+    """
+    import torch
+
+    device = detector_device(detector)
+    stride = detector_stride(detector)
+
+    def jobs():
+        for item in items:
+            if isinstance(item, tuple):
+                key, image = item
+                try:
+                    yield make_job(key, image, scale, options, stride, keep_original)
+                except (MemoryError, cv2.error) as exc:  # rescaling a huge image
+                    yield StreamResult(key, None, failure=f"cannot rescale by {scale:.4g}: {type(exc).__name__} "
+                                                          f"{exc}"[:300])
+            else:
+                yield item
+
+    for tile_items, passthrough in tile_batches(jobs(), options.batch):
+        yield from passthrough
+        tile_items = [item for item in tile_items if not item[0].failed]
+        if not tile_items:
+            continue
+        batch_jobs = list(dict.fromkeys(job for job, _ in tile_items))  # unique, in order
+        try:
+            predict_batch(detector, tile_items, options, device)
+        except torch_out_of_memory() as exc:
+            reason = (f"out of memory in the forward pass ({str(exc).splitlines()[0][:120]}); use a smaller "
+                      "--batch or --tile, or tiles instead of --whole")
+            for job in batch_jobs:
+                job.failed = True
+                job.results.clear()
+                yield StreamResult(job.key, None, failure=reason)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        for job in batch_jobs:
+            if job.done:
+                dets, capped = finish_job(job, options, device, str(job.key))
+                yield StreamResult(job.key, dets, capped, job=job)

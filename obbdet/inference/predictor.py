@@ -1,0 +1,237 @@
+"""The Predictor: a trained detector plus everything its checkpoint says about how to run it.
+
+    from obbdet import Predictor
+    p = Predictor.from_checkpoint("best.pt", device="cpu")
+    det = p.predict("scene.png", vehicle_width=14.5)   # or p(image_rgb) for an image at the training scale
+    det.boxes   # [K, 5] float64 le90 xywha in the original image's pixels (radians, clockwise on screen)
+
+``infer.py`` is a loop over :meth:`Predictor.stream`, so both give the same detections for the same image,
+checkpoint and options: rescaling by the vehicle width, tiling, cross-tile merging, the checkpoint's NMS IoU,
+candidate cap and calibration factors, and the detection cap, with the same defaults.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from obbdet.boxes import aabb_to_xywha, xywha_to_aabb
+from obbdet.imageio import read_image_rgb
+from obbdet.inference.merge import RawDetections
+from obbdet.inference.options import DEFAULT_NMS_IOU, InferenceOptions, InferenceSetupError
+from obbdet.inference.pipeline import StreamResult, stream
+from obbdet.inference.rescale import NO_RESCALE, rescale_factor
+from obbdet.structures import ImageLabels
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Detections:
+    """The detections of one image, in its own pixels.
+
+    boxes ``[K, 5]`` float64 le90 xywha (``w`` the long side, ``a`` radians in ``[-pi/2, pi/2)``, clockwise on
+    screen); scores ``[K]`` float64, descending; labels ``[K]`` int64 indices into ``class_names``; heading
+    ``[K]`` float64 radians in ``[-pi, pi)`` (the vehicle's front; NaN where unknown) or None when the model
+    has no heading head; ``image_size`` ``(width, height)``; ``capped``: a detection cap was reached.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    heading: np.ndarray | None
+    image_size: tuple[int, int]
+    capped: bool = False
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def classes(self) -> list[str]:
+        """The class name of each detection."""
+        names = self.class_names
+        return [names[int(c)] if 0 <= int(c) < len(names) else str(int(c)) for c in self.labels]
+
+    @classmethod
+    def from_raw(cls, raw: RawDetections, class_names: Sequence[str], image_size: tuple[int, int],
+                 capped: bool = False) -> "Detections":
+        heading = raw.heading if np.isfinite(raw.heading).any() else None
+        return cls(raw.boxes, raw.scores, raw.labels, list(class_names), heading, image_size, capped)
+
+    def to_labels(self, *, image: str | None = None, mode: str = "obb") -> ImageLabels:
+        """As :class:`ImageLabels` (what obb_json files hold), scores set.
+
+        ``mode="aabb"``: each box becomes its axis-aligned hull, written as an OBB with angle 0 (or -90 deg when
+        taller than wide: the long side is always ``length``), with ``aabb`` filled and the hull also kept as
+        an extra ``bbox: [x_min, y_min, x_max, y_max]`` key, so obb_json readers and AABB tools both read it.
+        """
+        if mode not in ("obb", "aabb"):
+            raise ValueError(f"mode must be 'obb' or 'aabb', got {mode!r}")
+        n = len(self)
+        width, height = self.image_size
+        labels = ImageLabels(image=image, width=width, height=height, boxes=self.boxes.copy(), classes=self.classes,
+                             scores=self.scores.copy(), difficult=np.zeros(n, bool), ignore=np.zeros(n, bool),
+                             heading=None if self.heading is None else self.heading.copy())
+        if mode == "aabb" and n:
+            aabb = xywha_to_aabb(self.boxes)
+            labels.boxes = aabb_to_xywha(aabb)
+            labels.aabb = aabb
+            labels.extras = [{"bbox": [round(float(v), 3) for v in row]} for row in aabb]
+        return labels
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What inference needs from a checkpoint besides the weights (None: the checkpoint does not say)."""
+
+    class_names: list[str]
+    train_vehicle_width: float | None
+    width_scale: float | None
+    length_scale: float | None
+    nms_iou: float | None
+    pre_nms_topk: int | None = None
+
+
+def checkpoint_info(ckpt: dict) -> CheckpointInfo:
+    """Class names, training vehicle width, calibration factors, NMS IoU and candidate cap of a loaded checkpoint."""
+    from obbdet.checkpoint import checkpoint_inference_meta
+
+    meta = checkpoint_inference_meta(ckpt)
+    return CheckpointInfo(list(meta["class_names"]), meta.get("vehicle_width"), meta.get("width_scale"),
+                          meta.get("length_scale"), meta.get("nms_iou"), meta.get("pre_nms_topk"))
+
+
+def resolve_device(device: str | None, half: bool) -> str:
+    """The torch device string to run on (``None``: CUDA when available); raises InferenceSetupError."""
+    from obbdet.device import resolve_device as resolve
+
+    try:
+        resolved = resolve(device)
+    except ValueError as exc:
+        raise InferenceSetupError(str(exc)) from None
+    if half and resolved.type != "cuda":
+        raise InferenceSetupError("--half needs a CUDA device")
+    return str(resolved) if device is None else device
+
+
+def load_detector(checkpoint, device: str, use_ema: bool = True):
+    """``(detector, CheckpointInfo)`` from a checkpoint file; raises InferenceSetupError (one line)."""
+    from obbdet.checkpoint import CheckpointError, build_detector_from_checkpoint, load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise InferenceSetupError(f"checkpoint {checkpoint} not found")
+    try:
+        ckpt = load_checkpoint(checkpoint, map_location="cpu")
+        info = checkpoint_info(ckpt)
+        detector = build_detector_from_checkpoint(ckpt, device=device, use_ema=use_ema)
+    except CheckpointError as exc:
+        raise InferenceSetupError(str(exc).splitlines()[0]) from None
+    if hasattr(detector, "eval"):
+        detector.eval()
+    return detector, info
+
+
+def _first_set(*values):
+    return next(v for v in values if v is not None)
+
+
+def options_from_checkpoint(info: CheckpointInfo, options: InferenceOptions, *, nms_iou=None, pre_nms_topk=None,
+                            width_scale=None, length_scale=None) -> tuple[InferenceOptions, dict]:
+    """``options`` with what the caller left unset (None) taken from the checkpoint, else the defaults.
+
+    Returns the options and, for the width and length factors, where each came from (``"argument"``,
+    ``"checkpoint calibration"`` or ``"default"``).
+    """
+    sources = {name: "argument" if given is not None else "checkpoint calibration" if stored is not None
+               else "default"
+               for name, given, stored in (("width", width_scale, info.width_scale),
+                                           ("length", length_scale, info.length_scale))}
+    resolved = replace(options, nms_iou=_first_set(nms_iou, info.nms_iou, DEFAULT_NMS_IOU),
+                       pre_nms_topk=pre_nms_topk if pre_nms_topk is not None else info.pre_nms_topk,
+                       width_scale=_first_set(width_scale, info.width_scale, 1.0),
+                       length_scale=_first_set(length_scale, info.length_scale, 1.0))
+    return resolved, sources
+
+
+class Predictor:
+    """A detector with its class names, training vehicle width and inference options.
+
+    ``detector``: anything with ``predict(images [B, 3, H, W] float in [0, 1], score_threshold=,
+    max_det_per_image=, nms_iou=, pre_nms_topk=) -> list[dict]`` and a ``stride`` (an obbdet ``Detector``).
+    """
+
+    def __init__(self, detector, class_names: Sequence[str], *, train_vehicle_width: float | None = None,
+                 options: InferenceOptions = InferenceOptions(), option_sources: dict | None = None):
+        self.detector = detector
+        self.class_names = list(class_names)
+        self.train_vehicle_width = train_vehicle_width
+        self.options = options
+        self.option_sources = dict(option_sources or {})
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, device: str | None = None, *, use_ema: bool = True,
+                        tile: int = 768, overlap: int = 128, whole: bool = False, batch: int = 4,
+                        score_threshold: float = 0.05, nms_iou: float | None = None,
+                        pre_nms_topk: int | None = None, max_det: int = 1000, width_scale: float | None = None,
+                        length_scale: float | None = None, half: bool = False, detector_loader=load_detector
+                        ) -> "Predictor":
+        """Load a checkpoint; options left None come from the checkpoint (NMS IoU, candidate cap, calibrated
+        width/length factors), else the defaults. Raises :class:`InferenceSetupError` (one line)."""
+        try:  # option ranges first: cheap, and nothing has been loaded yet
+            options = InferenceOptions(tile=tile, overlap=overlap, whole=whole, batch=batch,
+                                       score_threshold=score_threshold,
+                                       nms_iou=nms_iou if nms_iou is not None else DEFAULT_NMS_IOU,
+                                       pre_nms_topk=pre_nms_topk, max_det=max_det,
+                                       width_scale=_first_set(width_scale, 1.0),
+                                       length_scale=_first_set(length_scale, 1.0), half=half)
+        except ValueError as exc:
+            raise InferenceSetupError(str(exc)) from None
+        device = resolve_device(device, half)
+        detector, info = detector_loader(checkpoint, device, use_ema)
+        options, sources = options_from_checkpoint(info, options, nms_iou=nms_iou, pre_nms_topk=pre_nms_topk,
+                                                   width_scale=width_scale, length_scale=length_scale)
+        return cls(detector, info.class_names, train_vehicle_width=info.train_vehicle_width, options=options,
+                   option_sources=sources)
+
+    def scale_for(self, vehicle_width: float | None) -> float:
+        """Network pixels per image pixel for images whose cars are ``vehicle_width`` px wide (None or -1: 1)."""
+        return rescale_factor(self.train_vehicle_width, NO_RESCALE if vehicle_width is None else vehicle_width)
+
+    def stream(self, items: Iterable, *, vehicle_width: float | None = None, scale: float | None = None,
+               keep_original: bool = False) -> Iterator:
+        """Detect on ``(key, image [H, W, 3] uint8 RGB)`` pairs, batching tiles across images; other items pass
+        through in order. Yields ``StreamResult`` records (``obbdet.inference.pipeline``) with final raw
+        detections in original pixels. ``scale`` overrides the factor computed from ``vehicle_width``."""
+        factor = self.scale_for(vehicle_width) if scale is None else scale
+        yield from stream(self.detector, items, factor, self.options, keep_original=keep_original)
+
+    def predict(self, image, vehicle_width: float | None = None, *, scale: float | None = None,
+                name: str | None = None) -> Detections:
+        """Detections of one image: a path (read like every image obbdet reads) or ``[H, W, 3]`` uint8 RGB.
+
+        ``vehicle_width``: car width in the image's pixels; the image is rescaled by the checkpoint's training
+        vehicle width / ``vehicle_width``. None (or -1): the image is already at the training scale.
+        ``name`` labels the image in warnings (default: the path, or ``<image>``).
+        Raises ImageReadError for an unreadable file, ValueError for a bad ``vehicle_width``, MemoryError or
+        the device's out-of-memory error when the image does not fit.
+        """
+        if isinstance(image, (str, Path)):
+            name = name or str(image)
+            image = read_image_rgb(image)
+        name = name or "<image>"
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {image.dtype} {list(image.shape)}")
+        results = list(self.stream([(name, image)], vehicle_width=vehicle_width, scale=scale))
+        result: StreamResult = results[0]
+        if result.failure is not None:
+            raise MemoryError(f"{name}: {result.failure}")
+        height, width = image.shape[:2]
+        return Detections.from_raw(result.detections, self.class_names, (width, height), result.capped)
+
+    __call__ = predict
