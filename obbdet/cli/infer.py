@@ -35,6 +35,25 @@ def _vehicle_width(text: str) -> float:
     return value
 
 
+def _depth(text: str):
+    from obbdet.imageio import DepthScaling
+
+    try:
+        return DepthScaling.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bands(text: str) -> tuple[int, ...]:
+    try:
+        bands = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated band indices, got {text!r}") from None
+    if len(bands) != 3 or min(bands) < 0:
+        raise argparse.ArgumentTypeError(f"expected three band indices >= 0, got {text!r}")
+    return bands
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="factor on every box's short side (default: the checkpoint's calibrated factor, else 1)")
     p.add_argument("--length-scale", type=float, default=None,
                    help="factor on every box's long side (default: the checkpoint's calibrated factor, else 1)")
+    p.add_argument("--depth", type=_depth, default="percentile",
+                   help="images deeper than 8 bits: percentile[:LOW,HIGH] (default 2,98, per band), bits:N (e.g. "
+                        "bits:12 for 12-bit data in 16-bit files) or range:MIN,MAX")
+    p.add_argument("--bands", type=_bands, default=None,
+                   help="three 0-based band indices making the RGB image, e.g. 0,1,2 of an RGBN TIFF (default: "
+                        "the first three; one band is shown as grey)")
     p.add_argument("--draw", action="store_true", help="also write overlays of the detections")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
@@ -83,7 +108,8 @@ def main(argv=None) -> int:
             args.folder, args.vehicle_width, args.checkpoint, out_dir=args.out, device=args.device,
             tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
             nms_iou=args.nms_iou, pre_nms_topk=args.pre_nms_topk, max_det=args.max_det,
-            width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema)
+            width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema,
+            depth=args.depth, bands=args.bands)
     except inference.InferenceSetupError as exc:
         print(f"infer.py: error: {exc}", file=sys.stderr)
         return inference.EXIT_SETUP_ERROR

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from obbdet.boxes import aabb_to_xywha, xywha_to_aabb
-from obbdet.imageio import read_image_rgb
+from obbdet.imageio import DEFAULT_DEPTH, DepthScaling, read_image_rgb
 from obbdet.inference.merge import RawDetections
 from obbdet.inference.options import DEFAULT_NMS_IOU, InferenceOptions, InferenceSetupError
 from obbdet.inference.pipeline import StreamResult, stream
@@ -163,23 +163,28 @@ class Predictor:
 
     ``detector``: anything with ``predict(images [B, 3, H, W] float in [0, 1], score_threshold=,
     max_det_per_image=, nms_iou=, pre_nms_topk=) -> list[dict]`` and a ``stride`` (an obbdet ``Detector``).
+    ``depth`` and ``bands``: how image files deeper than 8 bits or with other than 3 bands are read
+    (``obbdet.imageio.read_image_rgb``).
     """
 
     def __init__(self, detector, class_names: Sequence[str], *, train_vehicle_width: float | None = None,
-                 options: InferenceOptions = InferenceOptions(), option_sources: dict | None = None):
+                 options: InferenceOptions = InferenceOptions(), option_sources: dict | None = None,
+                 depth: DepthScaling = DEFAULT_DEPTH, bands: Sequence[int] | None = None):
         self.detector = detector
         self.class_names = list(class_names)
         self.train_vehicle_width = train_vehicle_width
         self.options = options
         self.option_sources = dict(option_sources or {})
+        self.depth = depth
+        self.bands = None if bands is None else tuple(bands)
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device: str | None = None, *, use_ema: bool = True,
                         tile: int = 768, overlap: int = 128, whole: bool = False, batch: int = 4,
                         score_threshold: float = 0.05, nms_iou: float | None = None,
                         pre_nms_topk: int | None = None, max_det: int = 1000, width_scale: float | None = None,
-                        length_scale: float | None = None, half: bool = False, detector_loader=load_detector
-                        ) -> "Predictor":
+                        length_scale: float | None = None, half: bool = False, depth: DepthScaling = DEFAULT_DEPTH,
+                        bands: Sequence[int] | None = None, detector_loader=load_detector) -> "Predictor":
         """Load a checkpoint; options left None come from the checkpoint (NMS IoU, candidate cap, calibrated
         width/length factors), else the defaults. Raises :class:`InferenceSetupError` (one line)."""
         try:  # option ranges first: cheap, and nothing has been loaded yet
@@ -196,7 +201,11 @@ class Predictor:
         options, sources = options_from_checkpoint(info, options, nms_iou=nms_iou, pre_nms_topk=pre_nms_topk,
                                                    width_scale=width_scale, length_scale=length_scale)
         return cls(detector, info.class_names, train_vehicle_width=info.train_vehicle_width, options=options,
-                   option_sources=sources)
+                   option_sources=sources, depth=depth, bands=bands)
+
+    def read(self, path) -> np.ndarray:
+        """An image file as ``[H, W, 3]`` uint8 RGB, read with this predictor's depth and band settings."""
+        return read_image_rgb(path, depth=self.depth, bands=self.bands)
 
     def scale_for(self, vehicle_width: float | None) -> float:
         """Network pixels per image pixel for images whose cars are ``vehicle_width`` px wide (None or -1: 1)."""
@@ -222,7 +231,7 @@ class Predictor:
         """
         if isinstance(image, (str, Path)):
             name = name or str(image)
-            image = read_image_rgb(image)
+            image = self.read(image)
         name = name or "<image>"
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

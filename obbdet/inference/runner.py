@@ -83,13 +83,14 @@ def check_output_dir(out_dir) -> Path:
     return out_dir
 
 
-def read_images(paths: Sequence[Path]) -> Iterator:
-    """Yield ``(path, image [H, W, 3] uint8 RGB)`` per readable image, or an :class:`ImageFailure`, decoding the
-    next image in a background thread while the current one is predicted (OpenCV releases the GIL)."""
+def read_images(paths: Sequence[Path], read=read_image_rgb) -> Iterator:
+    """Yield ``(path, image [H, W, 3] uint8 RGB)`` per readable image (``read(path)``), or an
+    :class:`ImageFailure`, decoding the next image in a background thread while the current one is predicted
+    (OpenCV releases the GIL)."""
 
     def load(path):
         try:
-            return path, read_image_rgb(path)
+            return path, read(path)
         except ImageReadError as exc:
             return ImageFailure(str(path), exc.reason)
 
@@ -137,7 +138,7 @@ def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *
     start = time.perf_counter()
     bar = tqdm(total=len(images), unit="img", desc="infer", disable=not progress, dynamic_ncols=True)
     bar.update(len(failures))
-    for result in predictor.stream(read_images(todo), vehicle_width=vehicle_width, scale=scale,
+    for result in predictor.stream(read_images(todo, predictor.read), vehicle_width=vehicle_width, scale=scale,
                                    keep_original=draw):
         bar.update(1)
         if isinstance(result, ImageFailure) or result.failure is not None:
