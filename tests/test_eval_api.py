@@ -2,18 +2,14 @@
 re-implementations of the matching rules on random data (ties, difficult, duplicates, many classes)."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
-from obbdet.formats import read_obb_json
 from obbdet.iou import box_iou_rotated
 from obbdet.structures import ImageLabels, Sample
 
 from obbdet.eval import EvalResult, evaluate, evaluate_arrays, evaluate_samples, match_image
 from obbdet.eval.ap import average_precision, precision_recall
-from obbdet.eval.loading import read_obb_json_files
 from obbdet.eval.matching import grouped_overlap_pairs
 
 CLASSES = ["car", "truck", "bus"]
@@ -263,26 +259,3 @@ def test_grouped_overlap_pairs_equals_brute_force():
              & (a1[:, None, 1] <= a2[None, :, 3]) & (a2[None, :, 1] <= a1[:, None, 3]))
     assert set(zip(i.tolist(), j.tolist())) == set(zip(*np.nonzero(brute)))
     assert len(i) == brute.sum()
-
-
-def test_fast_obb_json_reader_equals_formats_reader(tmp_path):
-    rng = np.random.default_rng(8)
-    paths = []
-    for f in range(6):
-        objects = [{"class": "car", "cx": float(rng.uniform(0, 900)), "cy": int(rng.integers(0, 900)),
-                    "length": float(rng.uniform(5, 60)), "width": float(rng.uniform(5, 60)),
-                    "angle": float(rng.uniform(-180, 180)), "score": float(rng.random()),
-                    "difficult": bool(rng.random() < 0.3), "ignore": bool(rng.random() < 0.1)} for _ in range(f * 3)]
-        if f == 4:  # polygon objects take the full reader
-            objects.append({"class": "bus", "poly": [[0, 0], [10, 0], [10, 5], [0, 5]], "score": 0.5})
-        path = tmp_path / f"{f}.json"
-        path.write_text(json.dumps({"width": 1000, "objects": objects}))
-        paths.append(path)
-    fast = read_obb_json_files(paths, detections=True)
-    for path, got in zip(paths, fast):
-        slow = read_obb_json(path, detections=True)
-        np.testing.assert_array_equal(got.boxes, slow.boxes)
-        np.testing.assert_array_equal(got.scores, slow.scores)
-        np.testing.assert_array_equal(got.difficult, slow.difficult)
-        np.testing.assert_array_equal(got.ignore, slow.ignore)
-        assert got.classes == slow.classes and got.width == 1000

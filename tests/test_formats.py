@@ -9,8 +9,8 @@ import pytest
 
 from obbdet.boxes import xywha_to_poly
 from obbdet.formats import (
-    LabelFormatError, read_dota, read_dota_task1, read_label_folder, read_obb_json, read_odm_text,
-    read_yolo_obb, write_dota, write_obb_json, write_yolo_obb,
+    OVERLAY_DIR, LabelFormatError, list_label_files, read_dota, read_dota_task1, read_label_folder, read_obb_json,
+    read_obb_json_files, read_odm_text, read_yolo_obb, write_dota, write_obb_json, write_yolo_obb,
 )
 from obbdet.structures import ImageLabels
 
@@ -210,3 +210,58 @@ def test_zero_area_dota_objects_survive_obb_json(tmp_path, fixtures_dir):
     back = read_obb_json(tmp_path / "p.json")
     assert len(back) == 295 and (back.boxes[:, 3] == 0).sum() == 2
     np.testing.assert_array_equal(back.difficult, labels.difficult)
+
+
+def test_batched_obb_json_reader_equals_one_file_reader(tmp_path):
+    rng = np.random.default_rng(8)
+    paths = []
+    for f in range(8):
+        objects = [{"class": "car", "cx": float(rng.uniform(0, 900)), "cy": int(rng.integers(0, 900)),
+                    "length": float(rng.uniform(5, 60)), "width": float(rng.uniform(5, 60)),
+                    "angle": float(rng.uniform(-180, 180)), "score": float(rng.random()),
+                    "difficult": bool(rng.random() < 0.3), "ignore": bool(rng.random() < 0.1)} for _ in range(f * 3)]
+        if f == 2 and objects:  # some objects with a heading (one a non-number: unknown)
+            objects[0]["heading"] = 95
+            objects[-1]["heading"] = "north"
+        if f == 3 and objects:  # unknown keys are kept
+            objects[1]["track_id"] = 7
+        if f == 4:  # polygon objects take the one-file reader
+            objects.append({"class": "bus", "poly": [[0, 0], [10, 0], [10, 5], [0, 5]], "score": 0.5})
+        if f == 5 and objects:  # zero size is valid on a difficult object only
+            objects[0].update(width=0, difficult=True)
+        path = tmp_path / f"{f}.json"
+        text = json.dumps({"width": 1000, "objects": objects})
+        path.write_text("\ufeff" + text if f == 6 else text, encoding="utf-8")  # a byte-order mark
+        paths.append(path)
+    fast = read_obb_json_files(paths, detections=True)
+    for path, got in zip(paths, fast):
+        slow = read_obb_json(path, detections=True)
+        for name in ("boxes", "scores", "difficult", "ignore", "heading"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(slow, name), err_msg=f"{path.name}: {name}")
+        assert got.classes == slow.classes and got.extras == slow.extras and got.width == 1000
+    assert fast[2].heading is not None and np.isnan(fast[2].heading[-1]) and fast[3].extras[1] == {"track_id": 7}
+
+
+def test_folder_listing_and_lenient_reading(tmp_path):
+    objects = [{"class": "car", "cx": 10, "cy": 10, "length": 8, "width": 4, "angle": 0}]
+    for name in ("b", "a", "c"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"objects": objects}))
+    (tmp_path / "d.json").write_text('{"objects": [{"class": "car", "cx": 1}]}')
+    (tmp_path / "e.json").write_text('{"objects": [\n  oops]}')
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / ".hidden").write_text("")
+    (tmp_path / OVERLAY_DIR).mkdir()
+    listing = list_label_files(tmp_path, "obb_json")
+    assert [stem for stem, _ in listing.files] == ["a", "b", "c", "d", "e"]
+    assert listing.others == ["notes.txt"]
+    with pytest.raises(LabelFormatError, match=r"d\.json: object #0: object needs"):
+        read_label_folder(tmp_path, "obb_json")
+    errors = []
+    labels = read_label_folder(tmp_path, "obb_json", on_error=lambda path, exc: errors.append((path.name, str(exc))))
+    assert list(labels) == ["a", "b", "c"]
+    assert [name for name, _ in errors] == ["d.json", "e.json"] and "e.json:2: malformed JSON" in errors[1][1]
+    (tmp_path / "f.txt").write_text("0 0.1 0.1 0.2 0.1 0.2 0.2 0.1 0.2\n")
+    sizes = read_label_folder(tmp_path, "yolo_obb", image_size=lambda path: (100, 50), class_names=["car"])
+    assert list(sizes) == ["f", "notes"] and (sizes["f"].width, sizes["f"].height) == (100, 50)
+    with pytest.raises(FileNotFoundError):
+        list_label_files(tmp_path / "missing", "dota")
