@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from obbdet.boxes import BOX_DIM
-from obbdet.imageio import ImageReadError, read_image_rgb
+from obbdet.imageio import PAD_GREY, ImageReadError, read_image_rgb
 from obbdet.structures import Sample
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,8 @@ class DetectionDataset(Dataset):
 
 
 def collate_detections(batch, stride: int = 1):
-    """Stack images (zero-padded right/bottom to a common size rounded up to ``stride``); targets stay a list.
+    """Stack images (padded right/bottom with grey ``PAD_GREY`` to a common size rounded up to ``stride``, as
+    inference pads its tiles); targets stay a list.
 
     Returns ``(images [B, 3, H, W] uint8, targets list[dict])``; None items (unreadable images) are dropped,
     and an all-unreadable batch gives ``(None, [])``.
@@ -125,7 +126,7 @@ def collate_detections(batch, stride: int = 1):
     height = max(img.shape[1] for img, _ in batch)
     width = max(img.shape[2] for img, _ in batch)
     height, width = math.ceil(height / stride) * stride, math.ceil(width / stride) * stride
-    images = torch.zeros((len(batch), 3, height, width), dtype=torch.uint8)
+    images = torch.full((len(batch), 3, height, width), PAD_GREY, dtype=torch.uint8)
     for i, (img, _) in enumerate(batch):
         images[i, :, :img.shape[1], :img.shape[2]] = img
     return images, [target for _, target in batch]

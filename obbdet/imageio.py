@@ -27,6 +27,7 @@ from obbdet.formats import IMAGE_EXTENSIONS
 from obbdet.io_utils import atomic_write_bytes
 
 DEPTH_MODES = ("percentile", "bits", "range")
+PAD_GREY = 114  # the value of pixels outside an image (batch and tile padding, warps), in training and inference
 
 
 class ImageReadError(OSError):

@@ -25,7 +25,7 @@ from obbdet import inference
 from obbdet.boxes import BOX_DIM, normalize_xywha, xywha_to_poly
 from obbdet.formats import read_obb_json
 from obbdet.boxes import scale_xywha_sides
-from obbdet.imageio import read_image_rgb
+from obbdet.imageio import PAD_GREY, read_image_rgb
 from obbdet.inference import (InferenceOptions, Predictor, RawDetections, Tile, discover_images,
                               merge_tile_detections, plan_tiles, rescale_factor, run_inference, scale_xywha,
                               tile_origins)
@@ -79,6 +79,7 @@ class BrightRectDetector:
     @staticmethod
     def _one(rgb: np.ndarray, max_det: int) -> dict:
         weight = np.clip((rgb.mean(axis=2) * 255 - BACKGROUND) / (FOREGROUND_MEAN - BACKGROUND), 0, 1)
+        weight[np.all(np.abs(rgb * 255 - PAD_GREY) < 0.5, axis=2)] = 0  # padding, as a trained network learns
         count, components, stats, _ = cv2.connectedComponentsWithStats((weight > 0.5).astype(np.uint8))
         boxes, scores, labels = [], [], []
         height, width = weight.shape

@@ -109,3 +109,33 @@ def test_infer_cli_pre_nms_topk_reaches_the_detector(calibrated_checkpoint, tmp_
     printed = capsys.readouterr().out
     assert "77 candidates per class before NMS" in printed and "NMS IoU 0.25" in printed
     assert "width scale 0.93 (checkpoint calibration)" in printed
+
+
+class _RecordingDetector:
+    """Records its inputs and detects nothing."""
+
+    stride = 32
+
+    def __init__(self):
+        self.inputs = []
+
+    def predict(self, images, **kwargs):
+        self.inputs.append(images.clone())
+        empty = {"boxes": torch.zeros((0, 5)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+        return [empty for _ in images]
+
+
+def test_padding_is_the_training_grey(tmp_path):
+    """Tiles and whole images are padded with the grey training pads batches and warps with, not black."""
+    from obbdet.data import collate_detections
+    from obbdet.imageio import PAD_GREY
+
+    detector = _RecordingDetector()
+    image = np.full((50, 70, 3), 7, np.uint8)
+    Predictor(detector, ["car"]).predict(image)
+    x = detector.inputs[0][0]  # [3, 64, 96]
+    assert tuple(x.shape) == (3, 64, 96)
+    assert torch.all(x[:, :50, :70] == 7 / 255.0) and torch.all(x[:, 50:, :] == PAD_GREY / 255.0)
+    assert torch.all(x[:, :, 70:] == PAD_GREY / 255.0)
+    images, _ = collate_detections([(torch.full((3, 50, 70), 7, dtype=torch.uint8), {})], stride=32)
+    assert torch.all(images[0, :, 50:, :] == PAD_GREY) and torch.all(images[0, :, :50, :70] == 7)

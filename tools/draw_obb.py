@@ -39,19 +39,15 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import numpy as np  # noqa: E402
 
 from obbdet.eval.errors import EvalInputError  # noqa: E402
-from obbdet.formats import LABEL_FORMATS, LabelFormatError  # noqa: E402
+from obbdet.formats import LabelFormatError  # noqa: E402
 from obbdet.io_utils import atomic_write_text  # noqa: E402
 from obbdet.structures import ImageLabels  # noqa: E402
 from obbdet.visualize import (CAPTION_MODES, OUTCOME_COLORS, OUTCOME_DESCRIPTIONS, contact_sheet,  # noqa: E402
                               crop_with_context, crowded, draw_labels, draw_outcomes, find_image, read_image_rgb,
                               thumbnail, write_image_rgb)
-from obbdet.tools.convert import (ImageSizes, ToolInputError, guess_folder_format, label_files,  # noqa: E402
-                           load_class_names, looks_like_detections, parse_image_size, read_folder,
-                           select_objects)
+from obbdet.tools.labelsets import FORMAT_CHOICES, ToolInputError, read_label_set, select_objects  # noqa: E402
 
 logger = logging.getLogger("draw_obb")
-
-FORMAT_CHOICES = ("auto",) + LABEL_FORMATS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -100,19 +96,8 @@ def match_outcomes(gt: ImageLabels | None, det: ImageLabels | None, iou_threshol
 
 
 # ---------------------------------------------------------------------------------------------------
-# Reading
+# Score threshold
 # ---------------------------------------------------------------------------------------------------
-
-def read_label_set(folder, fmt: str, detections: bool | None, args) -> tuple[dict[str, ImageLabels], int, bool]:
-    """Read one folder; ``detections=None`` decides from the files. Returns (labels, skipped, detections)."""
-    fmt = guess_folder_format(folder) if fmt == "auto" else fmt
-    if detections is None:
-        detections = fmt == "dota_task1" or looks_like_detections(label_files(folder, fmt), fmt)
-    sizes = ImageSizes(images_dir=args.images, fixed=parse_image_size(args.image_size))
-    labels, skipped = read_folder(folder, fmt, detections=detections, class_names=load_class_names(args.classes),
-                                  sizes=sizes, progress=True)
-    return labels, skipped, detections
-
 
 def _filter_scores(det: ImageLabels | None, threshold: float) -> ImageLabels | None:
     if det is None or det.scores is None:

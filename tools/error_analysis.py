@@ -46,8 +46,8 @@ from obbdet.eval.errors import EvalInputError  # noqa: E402
 from obbdet.formats import LabelFormatError  # noqa: E402
 from obbdet.io_utils import atomic_output, atomic_write_text  # noqa: E402
 from obbdet.structures import ImageLabels  # noqa: E402
-from obbdet.tools.convert import ToolInputError  # noqa: E402
-from obbdet.tools.draw_obb import FORMAT_CHOICES, drop_ignored, match_outcomes, read_label_set  # noqa: E402
+from obbdet.tools.draw_obb import drop_ignored, match_outcomes  # noqa: E402
+from obbdet.tools.labelsets import FORMAT_CHOICES, ToolInputError, read_label_set  # noqa: E402
 
 logger = logging.getLogger("error_analysis")
 

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from obbdet.boxes import BOX_DIM, scale_xywha_sides
+from obbdet.imageio import PAD_GREY
 from obbdet.inference.merge import RawDetections, merge_tile_detections
 from obbdet.inference.options import InferenceOptions
 from obbdet.inference.rescale import resize_image, scale_heading, scale_xywha
@@ -119,7 +120,7 @@ def predict_batch(detector, items: list, options: InferenceOptions, device) -> N
     import torch
 
     hp, wp = items[0][0].input_shape
-    staging = np.zeros((len(items), hp, wp, 3), np.uint8)  # [B, Hp, Wp, 3]; zero padding right/bottom
+    staging = np.full((len(items), hp, wp, 3), PAD_GREY, np.uint8)  # [B, Hp, Wp, 3]; grey right/bottom, as in training
     for b, (job, k) in enumerate(items):
         t = job.tiles[k]
         staging[b, :t.height, :t.width] = job.image[t.y0:t.y1, t.x0:t.x1]
