@@ -9,7 +9,8 @@ import pytest
 
 from tests.test_draw_obb import _labels, jittered_dota  # noqa: F401  (jittered_dota is a fixture)
 from obbdet.tools import error_analysis
-from obbdet.tools.error_analysis import analyze, angle_error_deg
+from obbdet.tools.error_analysis import analyze
+from obbdet.tools.error_breakdown import angle_error_deg
 
 
 def _every_point_ap(tp_flags, npos):
