@@ -3,7 +3,7 @@
 Every reader returns an :class:`obbdet.structures.ImageLabels` with boxes in xywha le90 (radians, pixels).
 Every parse error is a :class:`LabelFormatError` naming the file and the line (or object index) and the
 offending text. Numpy only: importing this module never imports torch. This module is the one place to
-import them from; obb_json is implemented in :mod:`obbdet.obb_json`, the shared pieces in
+import them from; obb_json is implemented in :mod:`obbdet.formats_obb_json`, the shared pieces in
 :mod:`obbdet.formats_common`.
 
 Formats
@@ -23,8 +23,8 @@ Formats
   the image size, as in Object-Detection-Metrics.
 
 Folders hold one file per image, keyed by the file stem (``dota_task1``: per-class files). Every folder read
-(eval, the tools, the registry's stats) lists with :func:`list_label_files` and reads with
-:func:`read_label_files`; obb_json folders take :func:`obbdet.obb_json.read_obb_json_files`.
+(eval, the tools) lists with :func:`list_label_files` and reads with :func:`read_label_files`; obb_json
+folders take :func:`obbdet.formats_obb_json.read_obb_json_files`.
 """
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ import numpy as np
 from obbdet.boxes import BOX_DIM, CORNERS, POINT_DIM, aabb_to_xywha, xywha_to_aabb, xywha_to_poly
 from obbdet.formats_common import (AABB_COORDS, POLY_COORDS, LabelFormatError, fit_polys, labels_from_lists,
                                    load_json_document, parse_floats, read_lines)
+from obbdet.formats_obb_json import (OBB_JSON_GEOMETRY_KEYS, OBB_JSON_KNOWN_KEYS, ErrorHandler, Progress,
+                                     obb_json_dict, read_obb_json, read_obb_json_files, write_obb_json)
 from obbdet.io_utils import atomic_write_text
-from obbdet.obb_json import (OBB_JSON_GEOMETRY_KEYS, OBB_JSON_KNOWN_KEYS, ErrorHandler, Progress, obb_json_dict,
-                             read_obb_json, read_obb_json_files, write_obb_json)
 from obbdet.structures import ImageLabels
 
 __all__ = [

@@ -1,7 +1,7 @@
 """What every label reader shares: the one-line parse error, and building ImageLabels from parsed values.
 
-The format readers live in :mod:`obbdet.formats` (text formats, folders) and :mod:`obbdet.obb_json`; both
-import from here, so neither depends on the other. Numpy only: importing this module never imports torch.
+The format readers live in :mod:`obbdet.formats` (text formats, folders) and :mod:`obbdet.formats_obb_json`;
+both import from here, so neither depends on the other. Numpy only: importing this module never imports torch.
 """
 from __future__ import annotations
 
