@@ -327,7 +327,7 @@ def _draw_all(stems, gt_all, det_all, plan: Plan | None, args, out_dir: Path):
             continue
         try:
             image = read_image_rgb(path)
-        except ValueError as exc:
+        except OSError as exc:  # ImageReadError: unreadable or undecodable, named with its reason
             missing.append(stem)
             print(f"warning: {exc}; skipped", file=sys.stderr)
             continue

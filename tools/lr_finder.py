@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,6 +36,7 @@ def main(argv=None) -> int:
     import torch
 
     from obbdet import config as config_mod, lr_finder, training
+    from obbdet.device import resolve_device
     from obbdet.distributed import DistInfo
     from obbdet.optim import build_optimizer
 
@@ -43,7 +45,7 @@ def main(argv=None) -> int:
     except config_mod.ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    device = training.resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     threads = training.setup_threads(cfg.train.threads)
     training.seed_everything(args.seed)
     sources = training.build_sources(cfg, render_workers=threads)
