@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from obbdet.boxes import scale_xywha_sides
+from obbdet.pairs import aabb_overlap_pairs
 
 from .ap import average_precision, precision_recall
 from .data import Dataset
 from .errors import EXIT_USAGE, EvalInputError
 from .matching import (
-    IOU_ODM, GreedyMatcher, best_gt_per_det, bounding_aabb, coco_match_group, exact_axis_aligned_bounds,
-    grouped_overlap_pairs, pair_iou,
+    IOU_ODM, GreedyMatcher, best_gt_per_det, bounding_aabb, coco_match_group, exact_axis_aligned_bounds, pair_iou,
 )
 from .rules import Rules, summary_key, threshold_key
 
@@ -122,8 +122,9 @@ class Evaluator:
             det_bounds[:, :2] -= _PAIR_MARGIN
             det_bounds[:, 2:] += _PAIR_MARGIN
             gt_bounds = bounding_aabb(self.data.gt.boxes, self.data.gt.axis)
-            self._pairs_cache[self.envelope] = grouped_overlap_pairs(self.gt_group, gt_bounds, self.det_group,
-                                                                     det_bounds)
+            # touching bounds count: under the "+1 pixel" box IoU, boxes that only touch overlap
+            self._pairs_cache[self.envelope] = aabb_overlap_pairs(gt_bounds, det_bounds, self.gt_group,
+                                                                  self.det_group, touching=True)
         return self._pairs_cache[self.envelope]
 
     def scaled_detections(self, width_scale: float, length_scale: float) -> tuple[np.ndarray, np.ndarray]:

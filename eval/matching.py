@@ -3,8 +3,9 @@
 Everything works on flat arrays over a whole data set (all images and classes at once), so evaluation cost
 is a handful of numpy passes rather than a Python loop per detection:
 
-- :func:`grouped_overlap_pairs` finds every (gt, det) pair of the same group (image and class) whose
-  axis-aligned bounds overlap, by a sort-and-search sweep (no ``N x M`` matrix).
+- candidate pairs are every (gt, det) pair of the same group (image and class) whose axis-aligned bounds
+  overlap or touch: :func:`obbdet.pairs.aabb_overlap_pairs` with ``touching=True`` (no ``N x M`` matrix; the
+  same search NMS and the sparse IoU use).
 - :func:`pair_iou` computes those pairs' IoU: exact rotated IoU (``obbdet.iou``, float64), exact box IoU for
   pairs of axis-aligned boxes, or Object-Detection-Metrics' "+1 pixel" box IoU.
 - :func:`best_gt_per_det`: under the default rule each detection takes the GT of its image with the highest
@@ -29,9 +30,6 @@ from obbdet.boxes import BOX_DIM, xywha_to_aabb
 
 IOU_EXACT = "exact"
 IOU_ODM = "aabb_plus1"  # Object-Detection-Metrics: (x2 - x1 + 1) * (y2 - y1 + 1)
-
-_EMPTY_INDEX = np.zeros(0, dtype=np.int64)
-
 
 # ---------------------------------------------------------------------------------------------------
 # Axis-aligned bounds
@@ -59,66 +57,6 @@ def bounding_aabb(boxes: np.ndarray, exact: np.ndarray | None = None) -> np.ndar
         known = ~np.isnan(exact[:, 0])
         bounds[known] = exact[known]
     return bounds
-
-
-# ---------------------------------------------------------------------------------------------------
-# Candidate pairs
-# ---------------------------------------------------------------------------------------------------
-
-def grouped_overlap_pairs(group1: np.ndarray, aabb1: np.ndarray, group2: np.ndarray, aabb2: np.ndarray
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs ``(i, j)`` with ``group1[i] == group2[j]`` whose closed AABBs overlap (touching counts).
-
-    group1 ``[N]``, group2 ``[M]``: int64 group ids (e.g. ``image * n_classes + class``).
-    aabb1 ``[N, 4]``, aabb2 ``[M, 4]``: float64 ``[x_min, y_min, x_max, y_max]``, finite.
-    Returns ``(i [K], j [K])`` int64, sorted by ``j`` (then by ``i``'s x_min).
-
-    Sweep: set 1 is sorted by (group, x_min); for each box of set 2 the boxes of set 1 that can overlap it
-    have ``x_min`` in ``[x_min2 - widest1, x_max2]`` (``widest1``: the widest box of set 1 in that group),
-    a contiguous range found with one ``searchsorted`` on a combined (group, x) key; ranges are expanded
-    and filtered exactly on both axes.
-    """
-    n1, n2 = len(group1), len(group2)
-    if n1 == 0 or n2 == 0:
-        return _EMPTY_INDEX, _EMPTY_INDEX
-    order1 = np.lexsort((aabb1[:, 0], group1))
-    g1 = group1[order1]
-    x_min1 = aabb1[order1, 0]
-    run_start = np.flatnonzero(np.r_[True, g1[1:] != g1[:-1]])
-    run_end = np.r_[run_start[1:], n1]
-    run_group = g1[run_start]
-    widest = np.maximum.reduceat(aabb1[order1, 2] - x_min1, run_start)
-
-    run = np.searchsorted(run_group, group2)
-    run_c = np.minimum(run, len(run_group) - 1)
-    in_run = run_group[run_c] == group2
-    queries = np.flatnonzero(in_run)
-    if len(queries) == 0:
-        return _EMPTY_INDEX, _EMPTY_INDEX
-    run_q = run_c[queries]
-
-    # combined key: run index * span + (x - origin); span exceeds every offset, so runs never interleave
-    origin = min(float(x_min1.min()), float(aabb2[:, 0].min()))
-    top = max(float(aabb1[:, 2].max()), float(aabb2[:, 2].max()))
-    span = (top - origin) + float(widest.max()) + 1.0
-    key1 = np.repeat(np.arange(len(run_start)), run_end - run_start) * span + (x_min1 - origin)
-    low_key = run_q * span + (aabb2[queries, 0] - widest[run_q] - origin)
-    high_key = run_q * span + (aabb2[queries, 2] - origin)
-    margin = 8 * np.spacing(abs(key1).max() + span)  # rounding of the keys; exact test below
-    lo = np.maximum(np.searchsorted(key1, low_key - margin, side="left"), run_start[run_q])
-    hi = np.minimum(np.searchsorted(key1, high_key + margin, side="right"), run_end[run_q])
-    counts = np.maximum(hi - lo, 0)
-    total = int(counts.sum())
-    if total == 0:
-        return _EMPTY_INDEX, _EMPTY_INDEX
-    owner = np.repeat(np.arange(len(queries)), counts)
-    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    pos1 = lo[owner] + offsets
-    i = order1[pos1]
-    j = queries[owner]
-    a, b = aabb1[i], aabb2[j]
-    keep = (a[:, 0] <= b[:, 2]) & (b[:, 0] <= a[:, 2]) & (a[:, 1] <= b[:, 3]) & (b[:, 1] <= a[:, 3])
-    return i[keep], j[keep]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from obbdet.pairs import aabb_overlap_pairs
 from obbdet.structures import ImageLabels
 
 from .data import prepare
 from .errors import WarningLog
-from .matching import bounding_aabb, grouped_overlap_pairs, pair_iou
+from .matching import bounding_aabb, pair_iou
 
 HISTOGRAM_BINS = np.linspace(0.0, 1.0, 21)  # 0.05 wide
 BULK_PERCENTILES = (10.0, 90.0)
@@ -169,7 +170,8 @@ def compute_miou(a: dict[str, ImageLabels], b: dict[str, ImageLabels], any_class
     n_cls = len(data.classes)
     group_a = ga.image if any_class else ga.image * n_cls + ga.cls
     group_b = gb.image if any_class else gb.image * n_cls + gb.cls
-    i, j = grouped_overlap_pairs(group_a, bounding_aabb(ga.boxes, ga.axis), group_b, bounding_aabb(gb.boxes, gb.axis))
+    i, j = aabb_overlap_pairs(bounding_aabb(ga.boxes, ga.axis), bounding_aabb(gb.boxes, gb.axis), group_a, group_b,
+                              touching=True)
     iou = pair_iou(ga.boxes, ga.axis, gb.boxes, gb.axis, i, j)
     positive = iou > 0
     i, j, iou = i[positive], j[positive], iou[positive]

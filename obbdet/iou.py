@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from obbdet.boxes import BOX_DIM, is_torch, xywha_to_aabb
+from obbdet.pairs import aabb_overlap_pairs
 
 # Pairs per vectorized chunk. Numpy is fastest when the chunk's temporaries stay in cache; GPUs want big chunks.
 NUMPY_CHUNK_PAIRS = 2048
@@ -39,8 +40,6 @@ TORCH_CPU_CHUNK_PAIRS = 4096
 TORCH_CUDA_CHUNK_PAIRS = 1 << 20
 # Dense mode: AABB prefilter temporaries per block of rows (booleans).
 PREFILTER_BLOCK_ELEMENTS = 1 << 23
-# Sparse mode: boxes whose AABB spans more grid cells than this are tested against everything directly.
-SPARSE_MAX_CELLS_PER_BOX = 64
 
 __all__ = [
     "box_iou_rotated",
@@ -282,7 +281,7 @@ def _to_out(values, out_dtype):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Candidate pairs from axis-aligned bounds
+# Candidate pairs from axis-aligned bounds (dense mode; sparse mode: obbdet.pairs.aabb_overlap_pairs)
 # ---------------------------------------------------------------------------------------------------
 
 def _dense_overlap_pairs(aabb1, aabb2, xp):
@@ -302,123 +301,6 @@ def _dense_overlap_pairs(aabb1, aabb2, xp):
     if len(found1) <= 1:
         return (found1[0], found2[0]) if found1 else np.nonzero(np.zeros((0, 0), dtype=bool))
     return xp.concatenate(found1, axis=0), xp.concatenate(found2, axis=0)
-
-
-def _strict_overlap(aabb1, aabb2, idx1, idx2):
-    """Mask ``[K]``: AABBs ``aabb1[idx1[k]]`` and ``aabb2[idx2[k]]`` overlap with positive area (numpy)."""
-    x0_1, y0_1, x1_1, y1_1 = np.ascontiguousarray(aabb1.T)
-    x0_2, y0_2, x1_2, y1_2 = np.ascontiguousarray(aabb2.T)
-    keep = x0_1[idx1] < x1_2[idx2]
-    keep &= x0_2[idx2] < x1_1[idx1]
-    keep &= y0_1[idx1] < y1_2[idx2]
-    keep &= y0_2[idx2] < y1_1[idx1]
-    return keep
-
-
-def _expand_ranges(starts, counts):
-    """For ranges ``[starts[k], starts[k] + counts[k])``: (owner ``[T]``, value ``[T]``), ``T = counts.sum()``."""
-    owner = np.repeat(np.arange(len(counts)), counts)
-    first = np.cumsum(counts) - counts
-    return owner, starts[owner] + (np.arange(int(counts.sum())) - first[owner])
-
-
-def _grid_cells(aabb, origin, cell):
-    """Integer cell ranges ``[N, 4]`` (ix0, iy0, ix1, iy1) covered by AABBs ``[N, 4]``."""
-    return np.floor((aabb - np.concatenate([origin, origin])) / cell).astype(np.int64)
-
-
-def _expand_cells(cells, width):
-    """(box index ``[T]``, cell id ``[T]``) for every grid cell each box covers."""
-    nx = cells[:, 2] - cells[:, 0] + 1
-    ny = cells[:, 3] - cells[:, 1] + 1
-    owner, k = _expand_ranges(np.zeros(len(cells), dtype=np.int64), nx * ny)
-    gx = cells[owner, 0] + k % nx[owner]
-    gy = cells[owner, 1] + k // nx[owner]
-    return owner, gy * width + gx
-
-
-def _brute_force_pairs(aabb1, sel1, aabb2, sel2, chunk_rows=256):
-    """AABB-overlapping pairs between rows ``sel1`` of ``aabb1`` and rows ``sel2`` of ``aabb2`` (numpy)."""
-    found1, found2 = [], []
-    for start in range(0, len(sel1), chunk_rows):
-        rows = sel1[start:start + chunk_rows]
-        i, j = _dense_overlap_pairs(aabb1[rows], aabb2[sel2], np)
-        found1.append(rows[i])
-        found2.append(sel2[j])
-    if not found1:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(found1), np.concatenate(found2)
-
-
-def aabb_overlap_pairs(aabb1, aabb2, cell_size: float | None = None):
-    """All index pairs whose axis-aligned boxes overlap with positive area, without an ``N x M`` matrix.
-
-    Args:
-        aabb1: ``[N, 4]`` numpy ``[x_min, y_min, x_max, y_max]``.
-        aabb2: ``[M, 4]`` numpy, same layout.
-        cell_size: uniform-grid cell size in pixels; default: the median AABB extent of both sets.
-
-    Returns:
-        ``(idx1 [K] int64, idx2 [K] int64)`` sorted by ``(idx1, idx2)``. Boxes with non-finite bounds never match.
-
-    Each box is hashed into the grid cells its AABB covers; a pair is reported only from the cell holding the
-    minimum corner of the two AABBs' intersection, so no deduplication pass is needed. Boxes covering more than
-    ``SPARSE_MAX_CELLS_PER_BOX`` cells are tested against all boxes directly, so one huge box cannot blow up
-    the grid.
-    """
-    aabb1 = np.asarray(aabb1, dtype=np.float64).reshape(-1, 4)
-    aabb2 = np.asarray(aabb2, dtype=np.float64).reshape(-1, 4)
-    empty = np.zeros(0, dtype=np.int64)
-    valid1 = np.flatnonzero(np.isfinite(aabb1).all(1) & (aabb1[:, 2] > aabb1[:, 0]) & (aabb1[:, 3] > aabb1[:, 1]))
-    valid2 = np.flatnonzero(np.isfinite(aabb2).all(1) & (aabb2[:, 2] > aabb2[:, 0]) & (aabb2[:, 3] > aabb2[:, 1]))
-    if len(valid1) == 0 or len(valid2) == 0:
-        return empty, empty.copy()
-    both = np.concatenate([aabb1[valid1], aabb2[valid2]])
-    if cell_size is None:
-        cell_size = float(np.median(np.maximum(both[:, 2] - both[:, 0], both[:, 3] - both[:, 1])))
-    if not cell_size > 0:
-        raise ValueError(f"aabb_overlap_pairs: cell_size must be positive, got {cell_size}")
-    origin = both[:, :2].min(0)
-    # at most 2^20 cells per axis, so cell ids fit in int64 whatever the coordinate range
-    cell_size = max(cell_size, float((both[:, 2:].max(0) - origin).max()) / 2**20)
-    cells1 = _grid_cells(aabb1[valid1], origin, cell_size)
-    cells2 = _grid_cells(aabb2[valid2], origin, cell_size)
-    span1 = (cells1[:, 2] - cells1[:, 0] + 1) * (cells1[:, 3] - cells1[:, 1] + 1)
-    span2 = (cells2[:, 2] - cells2[:, 0] + 1) * (cells2[:, 3] - cells2[:, 1] + 1)
-    big1, big2 = span1 > SPARSE_MAX_CELLS_PER_BOX, span2 > SPARSE_MAX_CELLS_PER_BOX
-    small1, small2 = np.flatnonzero(~big1), np.flatnonzero(~big2)
-
-    # grid join of the small boxes
-    width = int(max(cells1[small1, 2].max(initial=0), cells2[small2, 2].max(initial=0))) + 1
-    owner2, ids2 = _expand_cells(cells2[small2], width)
-    order = np.argsort(ids2, kind="stable")
-    owner2, ids2 = small2[owner2[order]], ids2[order]
-    owner1, ids1 = _expand_cells(cells1[small1], width)
-    owner1 = small1[owner1]
-    lo = np.searchsorted(ids2, ids1, side="left")
-    hi = np.searchsorted(ids2, ids1, side="right")
-    entry, pos = _expand_ranges(lo, hi - lo)
-    cand1, cand2 = owner1[entry], owner2[pos]
-    cell_id = ids1[entry]
-    # report each pair once: from the cell of the min corner of the AABB intersection
-    ref_x = np.maximum(cells1[cand1, 0], cells2[cand2, 0])
-    ref_y = np.maximum(cells1[cand1, 1], cells2[cand2, 1])
-    home = ref_y * width + ref_x == cell_id
-    cand1, cand2 = cand1[home], cand2[home]
-    keep = _strict_overlap(aabb1[valid1], aabb2[valid2], cand1, cand2)
-    parts1, parts2 = [cand1[keep]], [cand2[keep]]
-
-    # boxes too big for the grid: direct tests (big1 x all2, then small1 x big2)
-    all2 = np.arange(len(valid2))
-    for sel1, sel2 in ((np.flatnonzero(big1), all2), (small1, np.flatnonzero(big2))):
-        if len(sel1) and len(sel2):
-            i, j = _brute_force_pairs(aabb1[valid1], sel1, aabb2[valid2], sel2)
-            parts1.append(i)
-            parts2.append(j)
-    idx1 = valid1[np.concatenate(parts1)]
-    idx2 = valid2[np.concatenate(parts2)]
-    order = np.lexsort((idx2, idx1))
-    return idx1[order].astype(np.int64), idx2[order].astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -479,8 +361,8 @@ def box_iou_rotated(boxes1, boxes2, *, aligned: bool = False, dtype=None):
 def box_iou_rotated_sparse(boxes1, boxes2, *, min_iou: float = 0.0, dtype=None):
     """IoU of only the pairs that can overlap, for large box sets (10^4-10^5 boxes), without an ``N x M`` matrix.
 
-    Candidate pairs are those whose axis-aligned bounds overlap (uniform-grid hashing, see
-    :func:`aabb_overlap_pairs`); their IoU is computed exactly as in :func:`box_iou_rotated`.
+    Candidate pairs are those whose axis-aligned bounds overlap (uniform-grid search, see
+    :func:`obbdet.pairs.aabb_overlap_pairs`); their IoU is computed exactly as in :func:`box_iou_rotated`.
 
     Args:
         boxes1: ``[N, 5]`` ``xywha`` numpy array or torch tensor.
@@ -499,6 +381,8 @@ def box_iou_rotated_sparse(boxes1, boxes2, *, min_iou: float = 0.0, dtype=None):
         aabb1 = aabb1.cpu().double().numpy()
         aabb2 = aabb2.cpu().double().numpy()
     idx1, idx2 = aabb_overlap_pairs(aabb1, aabb2)
+    order = np.lexsort((idx2, idx1))
+    idx1, idx2 = idx1[order], idx2[order]
     if is_torch(b1):
         idx1 = xp.as_tensor(idx1, device=b1.device)
         idx2 = xp.as_tensor(idx2, device=b1.device)

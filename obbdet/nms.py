@@ -20,7 +20,8 @@ Semantics (shared by every path):
 Paths, dispatched on the boxes' device:
 
 * CPU (:func:`nms_rotated_numpy`): float64, exact. Candidate pairs come from a uniform grid over the
-  axis-aligned bounds (no ``N x N`` matrix: 20k boxes stay sparse), the exact intersection is computed for
+  axis-aligned bounds (:func:`obbdet.pairs.aabb_overlap_pairs`, the class part of the grid key; no ``N x N``
+  matrix: 20k boxes stay sparse), the exact intersection is computed for
   those pairs only, vectorized, and the greedy pass walks the sparse suppression graph. Ranks are taken in
   blocks of doubling size, each tested first against the boxes already kept, so the many low-scoring copies
   of a detection cost one test against their kept neighbours, not one against each other. Numpy rather
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from obbdet.boxes import BOX_DIM, xywha_to_aabb
-from obbdet.iou import aabb_overlap_pairs
+from obbdet.pairs import aabb_overlap_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,8 @@ __all__ = ["nms_rotated", "batched_nms_rotated", "nms_rotated_numpy", "pair_inte
 # away), so the CPU path and the float32 GPU kernel return the same keep sets.
 TOL_REL_FLOAT64 = 1e-9
 TOL_REL_FLOAT32 = 1e-5
-# Uniform-grid candidate search: the cell is this quantile of the boxes' AABB extents; boxes larger than a
-# cell are matched against the small ones through the grid and among themselves recursively.
-GRID_CELL_QUANTILE = 0.9
 # Pairs per vectorized chunk of the exact intersection: the [chunk, 4] temporaries stay in cache.
 PAIR_CHUNK = 4096
-# Below this many boxes the candidate search tests all pairs directly.
-BRUTE_FORCE_MAX_BOXES = 64
 # Greedy NMS runs over blocks of ranks of doubling size starting here (nms_rotated_numpy): small enough that
 # the first block holds few duplicates, large enough that ~log2(N / FIRST_CHUNK) blocks cover N boxes.
 FIRST_CHUNK = 256
@@ -254,89 +250,6 @@ def pair_intersection_areas(boxes_a: np.ndarray, boxes_b: np.ndarray, tol_rel: f
 
 
 # ---------------------------------------------------------------------------------------------------
-# Candidate pairs: boxes whose axis-aligned bounds overlap, without an N x N matrix
-# ---------------------------------------------------------------------------------------------------
-
-def _expand_ranges(starts: np.ndarray, counts: np.ndarray):
-    """Flatten ranges ``[starts[k], starts[k] + counts[k])``: (owner ``k`` ``[T]``, value ``[T]``)."""
-    owner = np.repeat(np.arange(len(counts)), counts)
-    first = np.cumsum(counts) - counts
-    return owner, starts[owner] + (np.arange(len(owner)) - first[owner])
-
-
-def _strictly_overlapping(aabb: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    x0, y0, x1, y1 = aabb
-    return (x0[i] < x1[j]) & (x0[j] < x1[i]) & (y0[i] < y1[j]) & (y0[j] < y1[i])
-
-
-def _overlapping_pairs(aabb: np.ndarray, groups: np.ndarray | None = None):
-    """Index pairs ``(i [K], j [K])``, ``i < j``, of AABBs ``[N, 4]`` (x0, y0, x1, y1) overlapping with positive
-    area, found through a uniform grid (no ``N x N`` matrix). With ``groups [N]`` (non-negative integers, e.g.
-    class labels) only pairs within one group: the group is the outermost part of the grid key, so pairs
-    across groups are never formed (exact: no coordinate offsets).
-
-    A "small" box (extent <= cell) is filed under the cell of its minimum corner (its home). A box overlapping
-    box ``q`` has its minimum corner within one cell before ``q``'s, so every box looks up a few grid rows, one
-    contiguous run of sorted keys per row. A small box only looks at homes at or after its own (row-major), so
-    each pair of small boxes is found once; large boxes look at every home in reach, and pairs of two large
-    boxes come from the same search run on the large boxes alone.
-    """
-    aabb = np.ascontiguousarray(aabb.T)  # [4, N]: 1-D gathers are faster than row gathers
-    n = aabb.shape[1]
-    if n <= BRUTE_FORCE_MAX_BOXES:
-        i, j = np.triu_indices(n, k=1)
-        keep = _strictly_overlapping(aabb, i, j)
-        if groups is not None:
-            keep &= groups[i] == groups[j]
-        return i[keep].astype(np.int64), j[keep].astype(np.int64)
-    x0, y0, x1, y1 = aabb
-    extent = np.maximum(x1 - x0, y1 - y0)
-    origin_x, origin_y = x0.min(), y0.min()
-    span = max(x1.max() - origin_x, y1.max() - origin_y)
-    quantile_rank = int(GRID_CELL_QUANTILE * (n - 1))
-    # bound the grid to 2^24 cells a side so integer keys cannot overflow
-    cell = max(float(np.partition(extent, quantile_rank)[quantile_rank]), span / 2.0 ** 24,
-               np.finfo(np.float64).tiny)
-    big = extent > cell
-    small = np.flatnonzero(~big)
-    ix0 = np.floor((x0 - origin_x) / cell).astype(np.int64)
-    iy0 = np.floor((y0 - origin_y) / cell).astype(np.int64)
-    ix1 = np.floor((x1 - origin_x) / cell).astype(np.int64)
-    iy1 = np.floor((y1 - origin_y) / cell).astype(np.int64)
-    ncols = int(ix1.max()) + 1
-    # key = (group, row, column), row-major; the group offset keeps every search inside its group
-    group_base = np.zeros(n, dtype=np.int64) if groups is None else groups * ((int(iy1.max()) + 1) * ncols)
-    home = group_base + iy0 * ncols + ix0
-    order = np.argsort(home[small], kind="stable")
-    members = small[order]
-    keys = home[members]
-    # the minimum corner of a small box overlapping q lies after q's minimum corner minus one cell (a relative
-    # margin keeps rounding from moving it out of the searched range)
-    reach = cell * (1.0 + 1e-9)
-    qx0 = np.maximum(np.floor((x0 - reach - origin_x) / cell).astype(np.int64), 0)
-    qy0 = np.where(big, np.maximum(np.floor((y0 - reach - origin_y) / cell).astype(np.int64), 0), iy0)
-    query, row = _expand_ranges(qy0, iy1 - qy0 + 1)
-    first_col = np.where(~big[query] & (row == iy0[query]), ix0[query], qx0[query])
-    base = group_base[query] + row * ncols
-    lo = np.searchsorted(keys, base + first_col, side="left")
-    hi = np.searchsorted(keys, base + ix1[query], side="right")
-    entry, pos = _expand_ranges(lo, hi - lo)
-    a, b = query[entry], members[pos]
-    # two small boxes with the same home find each other twice: keep one
-    keep = (a < b) | (home[a] != home[b]) | big[a]
-    a, b = a[keep], b[keep]
-    keep = _strictly_overlapping(aabb, a, b)
-    a, b = a[keep], b[keep]
-    parts_i, parts_j = [np.minimum(a, b)], [np.maximum(a, b)]
-    bigs = np.flatnonzero(big)
-    if len(bigs) > 1:
-        bi, bj = _overlapping_pairs(aabb[:, bigs].T, None if groups is None else groups[bigs])
-        parts_i.append(bigs[bi])
-        parts_j.append(bigs[bj])
-    return np.concatenate(parts_i), np.concatenate(parts_j)
-
-
-# ---------------------------------------------------------------------------------------------------
 # Greedy pass over the sparse suppression graph
 # ---------------------------------------------------------------------------------------------------
 
@@ -403,11 +316,10 @@ def _suppressed_by(ranked: np.ndarray, aabb: np.ndarray, labels, kept: np.ndarra
     suppressed = np.zeros(len(chunk), dtype=bool)
     if not len(kept) or not len(chunk):
         return suppressed
-    i, j = aabb_overlap_pairs(aabb[kept], aabb[chunk])  # kept x chunk only: kept pairs were settled before
+    # kept x chunk only: pairs among the kept boxes were settled before
+    i, j = aabb_overlap_pairs(aabb[kept], aabb[chunk], None if labels is None else labels[kept],
+                              None if labels is None else labels[chunk])
     i, j = kept[i], chunk[j]
-    if labels is not None:
-        same = labels[i] == labels[j]
-        i, j = i[same], j[same]
     if len(i):
         _, j = _suppressing_pairs(ranked, i, j, iou_threshold, tol_rel)
         suppressed[np.searchsorted(chunk, j)] = True
@@ -417,7 +329,7 @@ def _suppressed_by(ranked: np.ndarray, aabb: np.ndarray, labels, kept: np.ndarra
 def _greedy_within(ranked: np.ndarray, aabb: np.ndarray, labels, ranks: np.ndarray, iou_threshold: float,
                    tol_rel: float) -> np.ndarray:
     """Greedy NMS among ``ranks`` (ascending, i.e. by descending score) alone: the kept ranks."""
-    i, j = _overlapping_pairs(aabb[ranks], None if labels is None else labels[ranks])  # local, i < j: rank order
+    i, j = aabb_overlap_pairs(aabb[ranks], None, None if labels is None else labels[ranks])  # i < j: rank order
     if len(i):
         gi, gj = _suppressing_pairs(ranked, ranks[i], ranks[j], iou_threshold, tol_rel)
         # back to local indices (ranks is sorted)

@@ -10,7 +10,7 @@ from obbdet.structures import ImageLabels, Sample
 
 from obbdet.eval import EvalResult, evaluate, evaluate_arrays, evaluate_samples, match_image
 from obbdet.eval.ap import average_precision, precision_recall
-from obbdet.eval.matching import grouped_overlap_pairs
+from obbdet.pairs import aabb_overlap_pairs
 
 CLASSES = ["car", "truck", "bus"]
 
@@ -245,7 +245,7 @@ def test_width_scaling_settings_match_rescaled_detections():
 
 # ---- building blocks ------------------------------------------------------------------------------------
 
-def test_grouped_overlap_pairs_equals_brute_force():
+def test_candidate_pairs_equal_brute_force():
     rng = np.random.default_rng(7)
     n1, n2 = 400, 500
     g1, g2 = rng.integers(0, 12, n1), rng.integers(0, 12, n2)
@@ -254,7 +254,7 @@ def test_grouped_overlap_pairs_equals_brute_force():
     a2 = np.hstack([lo2, lo2 + rng.uniform(0, 40, (n2, 2))])
     a2[:5] = a1[:5]  # exact touches and duplicates
     g2[:5] = g1[:5]
-    i, j = grouped_overlap_pairs(g1, a1, g2, a2)
+    i, j = aabb_overlap_pairs(a1, a2, g1, g2, touching=True)  # the evaluation's candidate pairs
     brute = ((g1[:, None] == g2[None, :]) & (a1[:, None, 0] <= a2[None, :, 2]) & (a2[None, :, 0] <= a1[:, None, 2])
              & (a1[:, None, 1] <= a2[None, :, 3]) & (a2[None, :, 1] <= a1[:, None, 3]))
     assert set(zip(i.tolist(), j.tolist())) == set(zip(*np.nonzero(brute)))

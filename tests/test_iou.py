@@ -310,12 +310,56 @@ def test_aabb_overlap_pairs_matches_brute_force(cell_size):
     aabb1[7, 2] = aabb1[7, 0]  # zero width: never overlaps
     aabb1[8] = np.nan
     idx1, idx2 = I.aabb_overlap_pairs(aabb1, aabb2, cell_size=cell_size)
+    assert idx1.dtype == np.int64 and idx2.dtype == np.int64
     overlap = ((aabb1[:, None, 0] < aabb2[None, :, 2]) & (aabb2[None, :, 0] < aabb1[:, None, 2])
                & (aabb1[:, None, 1] < aabb2[None, :, 3]) & (aabb2[None, :, 1] < aabb1[:, None, 3]))
     overlap[7] = False  # a zero-width box overlaps nothing with positive area
+    order = np.lexsort((idx2, idx1))  # pairs come in no particular order
     e1, e2 = np.nonzero(overlap)
-    np.testing.assert_array_equal(idx1, e1)
-    np.testing.assert_array_equal(idx2, e2)
+    np.testing.assert_array_equal(idx1[order], e1)
+    np.testing.assert_array_equal(idx2[order], e2)
+
+
+def _brute_pairs(aabb1, aabb2, groups1, groups2, touching):
+    """The pair set of :func:`obbdet.pairs.aabb_overlap_pairs` by an ``N x M`` matrix."""
+    if touching:
+        hit = ((aabb1[:, None, 0] <= aabb2[None, :, 2]) & (aabb2[None, :, 0] <= aabb1[:, None, 2])
+               & (aabb1[:, None, 1] <= aabb2[None, :, 3]) & (aabb2[None, :, 1] <= aabb1[:, None, 3]))
+    else:
+        hit = ((aabb1[:, None, 0] < aabb2[None, :, 2]) & (aabb2[None, :, 0] < aabb1[:, None, 2])
+               & (aabb1[:, None, 1] < aabb2[None, :, 3]) & (aabb2[None, :, 1] < aabb1[:, None, 3]))
+        hit &= ((aabb1[:, 2] > aabb1[:, 0]) & (aabb1[:, 3] > aabb1[:, 1]))[:, None]
+        hit &= ((aabb2[:, 2] > aabb2[:, 0]) & (aabb2[:, 3] > aabb2[:, 1]))[None, :]
+    if groups1 is not None:
+        hit &= groups1[:, None] == groups2[None, :]
+    return hit
+
+
+@pytest.mark.parametrize("touching", [False, True])
+@pytest.mark.parametrize("n_groups", [None, 3, 400])
+def test_one_pair_search_for_sparse_iou_nms_and_eval(touching, n_groups):
+    # within one set (NMS: i < j, each pair once) and between two (IoU, eval), with groups (classes; images and
+    # classes, many of them sparse) and touching bounds (eval); sizes from specks to a scene-wide box
+    rng = np.random.default_rng(5 + (n_groups or 0))
+    boxes = []
+    for n in (900, 700):
+        centres = np.round(rng.uniform(0.0, 1500.0, (n, 2)) / 5) * 5  # a 5 px lattice: many exact touches
+        extents = np.round(rng.lognormal(3.0, 0.8, (n, 2)) / 5) * 5
+        aabb = np.concatenate([centres - extents / 2, centres + extents / 2], 1)
+        aabb[:3, 2:] = aabb[:3, :2] + [[1500.0, 1400.0], [600.0, 20.0], [0.0, 0.0]]  # huge, long, a point
+        boxes.append(aabb)
+    aabb1, aabb2 = boxes
+    groups1 = groups2 = None
+    if n_groups is not None:  # ids need not be small or non-negative
+        groups1, groups2 = (rng.integers(0, n_groups, len(a)) * 1000 - 7 for a in (aabb1, aabb2))
+    for found, expected in (
+            (I.aabb_overlap_pairs(aabb1, aabb2, groups1, groups2, touching=touching),
+             _brute_pairs(aabb1, aabb2, groups1, groups2, touching)),
+            (I.aabb_overlap_pairs(aabb1, None, groups1, touching=touching),
+             np.triu(_brute_pairs(aabb1, aabb1, groups1, groups1, touching), k=1))):
+        got = np.zeros_like(expected, dtype=np.int64)
+        np.add.at(got, found, 1)  # each pair once
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_sparse_handles_a_dense_car_park():

@@ -20,8 +20,8 @@ import torch
 
 import obbdet
 from obbdet.boxes import BOX_DIM, xywha_to_aabb, xywha_to_poly
-from obbdet.nms import (_overlapping_pairs, batched_nms_rotated, nms_rotated, nms_rotated_numpy,
-                        pair_intersection_areas)
+from obbdet.nms import batched_nms_rotated, nms_rotated, nms_rotated_numpy, pair_intersection_areas
+from obbdet.pairs import aabb_overlap_pairs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_IOU_FLOOR = 1e-9  # shapely's round-off on touching boxes; NMS treats such overlaps as zero too
@@ -178,7 +178,7 @@ def test_overlapping_pairs_equals_brute_force():
         aabb = np.column_stack([centres - extents / 2, centres + extents / 2])
         # odd trials: pairs within groups only (class labels), including groups with big boxes
         groups = rng.integers(0, int(rng.integers(1, 5)), n) if trial % 2 else None
-        i, j = _overlapping_pairs(aabb, groups)
+        i, j = aabb_overlap_pairs(aabb, None, groups)
         got = set(zip(i.tolist(), j.tolist()))
         assert len(got) == len(i) and all(a < b for a, b in got)
         bi, bj = np.triu_indices(n, k=1)
@@ -542,7 +542,7 @@ def test_triton_spatial_tiles_cover_every_overlapping_pair():
     boxes = torch.as_tensor(clustered_scene(rng, 500, extent=600.0)[0])
     boxes = boxes[_spatial_order(boxes)]
     tiles = {tuple(t) for t in _active_tiles(boxes, BLOCK).tolist()}
-    i, j = _overlapping_pairs(xywha_to_aabb(boxes.numpy()))
+    i, j = aabb_overlap_pairs(xywha_to_aabb(boxes.numpy()))
     for a, b in zip((i // BLOCK).tolist(), (j // BLOCK).tolist()):
         assert (min(a, b), max(a, b)) in tiles
     assert len(tiles) < (len(boxes) // BLOCK + 1) ** 2 / 4  # spatial blocking skips most tiles
