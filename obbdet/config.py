@@ -65,8 +65,8 @@ class DataConfig:
     synthetic_size: int = 512  # synthetic scene side in pixels
     synthetic_seed: int = 0  # the synthetic dataset's seed (fixed, so every run sees the same validation set)
     synthetic_cache: str = ""  # where synthetic scenes are rendered; "" = $OBBDET_CACHE_DIR or ~/.cache/obbdet
-    val_image_size: int = 512  # validation input side (images letterboxed at native resolution, shrunk only
-    # when larger); 0 = model.image_size. The network accepts any multiple of its stride.
+    val_image_size: int = 512  # input side for the validation *loss* (images letterboxed, shrunk only when
+    # larger); 0 = model.image_size. The validation mAP runs the inference path at the training scale instead.
     virtual_epoch_size: int = 1600  # samples drawn per epoch (all ranks together)
     batch_size: int = 8  # per process
     val_batch_size: int = 8
@@ -147,6 +147,8 @@ class TrainConfig:
     max_det_per_image: int = 1000
     pre_nms_topk: int = 1000  # candidate locations per class decoded before NMS, each with its best anchor
     # shape (warns when it cuts)
+    val_tile: int = 768  # validation detects as infer.py does (same defaults): the image at the training scale,
+    val_overlap: int = 128  # cut into val_tile-px tiles overlapping by val_overlap px, merged across tiles
     log_interval: int = 20  # steps between tqdm postfix / tensorboard step scalars
     max_steps_per_epoch: int = 0  # debugging: cut epochs short (0 = full virtual epoch)
 

@@ -65,6 +65,45 @@ def all_reduce_mean(values: dict[str, float], device) -> dict[str, float]:
     return dict(zip(keys, tensor.tolist()))
 
 
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process (``(0, 1)`` outside a process group)."""
+    return (dist.get_rank(), dist.get_world_size()) if _active() else (0, 1)
+
+
+def agree(ok: bool, device) -> bool:
+    """True only when ``ok`` holds on every process: a step is skipped everywhere or nowhere, so no process
+    waits in a gradient all-reduce that the others never enter."""
+    if not _active():
+        return bool(ok)
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def all_reduce_sum(values: dict[str, float], device) -> dict[str, float]:
+    """Sum of scalar values over processes (the values themselves in a single process)."""
+    if not _active() or not values:
+        return dict(values)
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return dict(zip(keys, tensor.tolist()))
+
+
+def gather_to_main(obj) -> list | None:
+    """Every process's ``obj`` as a list on rank 0 (None elsewhere); ``[obj]`` in a single process."""
+    if not _active():
+        return [obj]
+    rank, world = rank_and_world()
+    out = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def broadcast_object(obj, src: int = 0):
     """``obj`` from rank ``src`` on every process."""
     if not (dist.is_available() and dist.is_initialized()):

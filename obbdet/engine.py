@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from obbdet.data import targets_to_device
-from obbdet.distributed import unwrap
+from obbdet.distributed import agree, all_reduce_sum, unwrap
 from obbdet.model.loss import LOSS_NAMES
 
 logger = logging.getLogger(__name__)
@@ -121,8 +121,9 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, device, epoch
         if options.max_steps and i >= options.max_steps:
             break
         data_seconds += time.perf_counter() - data_wait
-        if images is None:
-            data_wait = time.perf_counter()
+        distributed = hasattr(model, "no_sync")  # DDP: every skip decision is taken by all processes together
+        if not (agree(images is not None, device) if distributed else images is not None):
+            data_wait = time.perf_counter()  # an unreadable batch here (or on another process): step skipped
             continue
         images = _prepare_images(images, device, options.channels_last)
         targets = targets_to_device(targets, device)
@@ -135,12 +136,18 @@ def train_one_epoch(model, criterion, loader, optimizer, schedule, device, epoch
                 outputs = model(images)
             losses = criterion(outputs, targets, unwrap(model).anchors_for(*images.shape[-2:]))
             loss = losses["loss"]
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if not (agree(finite, device) if distributed else finite):
                 bad_steps += 1
-                logger.warning("epoch %d step %d: non-finite loss (%s); step skipped", epoch, i, float(loss))
+                logger.warning("epoch %d step %d: non-finite loss (%s); step skipped", epoch, i,
+                               float(loss) if not finite else "on another process")
                 if bad_steps > MAX_BAD_STEPS:
                     raise FloatingPointError(f"more than {MAX_BAD_STEPS} non-finite losses in epoch {epoch}: "
                                              "lower optim.lr or enable optim.grad_clip")
+                if distributed:
+                    # DDP expects a backward after each forward, on every process alike: a zero-weighted one
+                    # keeps the gradient all-reduce in step; its (possibly NaN) gradients are discarded below.
+                    (loss * 0.0).backward()
                 optimizer.zero_grad(set_to_none=True)
                 data_wait = time.perf_counter()
                 continue
@@ -182,7 +189,7 @@ def _optimizer_step(model, optimizer, scaler, grad_clip: float) -> None:
 
 @dataclass
 class EvalOptions:
-    """Detection and evaluation options for :func:`evaluate`."""
+    """Detection and evaluation options for :func:`evaluate` (detection as ``infer.py`` runs it)."""
 
     score_threshold: float = 0.01
     nms_iou: float = 0.4
@@ -191,22 +198,24 @@ class EvalOptions:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     show_progress: bool = True
+    tile: int = 768
+    overlap: int = 128
+    batch: int = 4  # tiles per forward pass
+    scale: float = 1.0  # network pixels per dataset pixel (data.scale), as infer.py rescales by vehicle width
+    workers: int = 0  # DataLoader workers decoding validation images
+
+
+def _shard(n: int, rank: int, world_size: int) -> list[int]:
+    return list(range(rank, n, world_size))
 
 
 @torch.no_grad()
-def evaluate(detector, criterion, loader, device, class_names: list[str], options: EvalOptions):
-    """Validation losses and the OBB mAP table (``eval.evaluate_arrays``, IoU 0.50..0.95).
-
-    detector: a ``Detector`` (not DDP-wrapped; the EMA copy when EMA is on). Returns (losses dict with ``loss``
-    and each named loss averaged over images, ``eval.EvalResult``). Boxes are compared in the pixels of the
-    network input (the validation transform is applied to images and ground truth alike).
-    """
-    from obbdet.eval import evaluate_arrays
-
+def validation_losses(detector, criterion, loader, device, options: EvalOptions) -> dict:
+    """Mean ``loss`` and named losses over this rank's batches of ``loader`` (letterboxed validation images),
+    averaged over ranks (weighted by images)."""
     detector.eval()
     meter = _Meter()
-    gt_boxes, gt_labels, gt_difficult, det_boxes, det_scores, det_labels, ids = ([] for _ in range(7))
-    for images, targets in tqdm(loader, desc="val", disable=not options.show_progress, leave=False,
+    for images, targets in tqdm(loader, desc="val loss", disable=not options.show_progress, leave=False,
                                 dynamic_ncols=True):
         if images is None:
             continue
@@ -214,23 +223,83 @@ def evaluate(detector, criterion, loader, device, class_names: list[str], option
         targets = targets_to_device(targets, device)
         with _autocast(device, options.amp_dtype):
             outputs = detector(images)
-        anchors = detector.anchors_for(*images.shape[-2:])
-        losses = criterion(outputs, targets, anchors)
+        losses = criterion(outputs, targets, detector.anchors_for(*images.shape[-2:]))
         meter.update({name: float(losses[name]) for name in ("loss",) + LOSS_NAMES}, images.shape[0])
-        detections = detector.postprocess(outputs, anchors, score_threshold=options.score_threshold,
-                                          nms_iou=options.nms_iou, max_det_per_image=options.max_det_per_image,
-                                          pre_nms_topk=options.pre_nms_topk)
-        for target, det in zip(targets, detections):
-            gt_boxes.append(target["boxes"].cpu().numpy())
-            gt_labels.append(target["labels"].cpu().numpy())
-            gt_difficult.append(target["difficult"].cpu().numpy())
-            det_boxes.append(det["boxes"].float().cpu().numpy())
-            det_scores.append(det["scores"].float().cpu().numpy())
-            det_labels.append(det["labels"].cpu().numpy())
-            ids.append(target["image_id"])
-    result = evaluate_arrays(gt_boxes, gt_labels, det_boxes, det_scores, det_labels, class_names,
-                             gt_difficult=gt_difficult, image_ids=ids)
-    return meter.means(), result
+    sums = {k: v * max(meter.count, 1) for k, v in meter.means().items()}
+    totals = all_reduce_sum({**sums, "_images": meter.count}, device)
+    return {k: v / max(totals["_images"], 1) for k, v in totals.items() if k != "_images"}
+
+
+def _items(dataset, indices: list[int], workers: int):
+    """``(index, image [H, W, 3] uint8, target)`` of the samples at ``indices`` (unreadable ones skipped)."""
+    subset = torch.utils.data.Subset(dataset, indices)
+    loader = torch.utils.data.DataLoader(subset, batch_size=None, num_workers=workers, collate_fn=lambda x: x)
+    for index, item in zip(indices, loader):
+        if item is not None:
+            image, target = item
+            yield index, image.permute(1, 2, 0).numpy(), target
+
+
+@torch.no_grad()
+def validation_detections(detector, dataset, device, options: EvalOptions) -> list[tuple]:
+    """Detect on this rank's share of ``dataset`` (a ``DetectionDataset`` without transform: images and ground
+    truth at the dataset's pixels) through the inference pipeline ``infer.py`` runs (rescale by
+    ``options.scale``, tiles, cross-tile merge). Returns ``(index, gt target, RawDetections)`` per image."""
+    from obbdet.distributed import rank_and_world
+    from obbdet.inference.options import InferenceOptions
+    from obbdet.inference.pipeline import stream
+
+    detector.eval()
+    rank, world = rank_and_world()
+    infer_opts = InferenceOptions(tile=options.tile, overlap=min(options.overlap, options.tile - 1),
+                                  batch=options.batch, score_threshold=options.score_threshold,
+                                  nms_iou=options.nms_iou, pre_nms_topk=options.pre_nms_topk,
+                                  max_det=options.max_det_per_image)
+    targets = {}
+
+    def items():
+        for index, image, target in _items(dataset, _shard(len(dataset), rank, world), options.workers):
+            targets[index] = target
+            yield index, image
+
+    out = []
+    bar = tqdm(total=len(_shard(len(dataset), rank, world)), desc="val", disable=not options.show_progress,
+               leave=False, dynamic_ncols=True)
+    with _autocast(device, options.amp_dtype):
+        for result in stream(detector, items(), options.scale, infer_opts):
+            bar.update(1)
+            if result.failure is not None:
+                logger.warning("validation image %s skipped: %s", result.key, result.failure)
+                continue
+            out.append((result.key, targets.pop(result.key), result.detections))
+    bar.close()
+    return out
+
+
+def evaluate(detector, criterion, loss_loader, dataset, device, class_names: list[str], options: EvalOptions):
+    """Validation losses and the OBB mAP table (``eval.evaluate_arrays``, IoU 0.50..0.95), on every rank.
+
+    detector: a ``Detector`` (not DDP-wrapped; the EMA copy when EMA is on). The losses come from
+    ``loss_loader`` (letterboxed images); the detections from the inference path over ``dataset`` at the
+    training scale, compared with the ground truth in the dataset's pixels: the table predicts what
+    ``infer.py`` + ``eval`` will score. Each rank takes a share of both; rank 0 gathers and gets
+    ``(losses, EvalResult)``, the other ranks ``(losses, None)``.
+    """
+    from obbdet.distributed import gather_to_main
+    from obbdet.eval import evaluate_arrays
+
+    losses = validation_losses(detector, criterion, loss_loader, device, options)
+    parts = gather_to_main([(i, {k: target[k].numpy() for k in ("boxes", "labels", "difficult")}, dets)
+                            for i, target, dets in validation_detections(detector, dataset, device, options)])
+    if parts is None:
+        return losses, None
+    rows = sorted((row for part in parts for row in part), key=lambda row: row[0])
+    result = evaluate_arrays([gt["boxes"] for _, gt, _ in rows], [gt["labels"] for _, gt, _ in rows],
+                             [d.boxes for _, _, d in rows], [d.scores for _, _, d in rows],
+                             [d.labels for _, _, d in rows], class_names,
+                             gt_difficult=[gt["difficult"] for _, gt, _ in rows],
+                             image_ids=[dataset.image_id(i) for i, _, _ in rows])
+    return losses, result
 
 
 def is_better(value: float | None, best: float | None) -> bool:

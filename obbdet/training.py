@@ -23,7 +23,7 @@ from obbdet.checkpoint import capture_rng_state, load_checkpoint, restore_rng_st
 from obbdet.config import RunConfig, config_from_dict, config_to_dict, config_to_yaml
 from obbdet.data import DetectionDataset, ScaledTransform, StrideCollate, default_workers
 from obbdet.distributed import DistInfo, unwrap
-from obbdet.engine import WidthTracker
+from obbdet.engine import EvalOptions, WidthTracker
 from obbdet.io_utils import atomic_write_text
 from obbdet.model.detector import build_detector
 from obbdet.model.loss import LOSS_NAMES, OBBCriterion
@@ -157,7 +157,10 @@ def build_loaders(cfg: RunConfig, sources: DataSources, dist: DistInfo, device: 
     if cfg.data.scale != 1.0:
         train_tf, val_tf = ScaledTransform(train_tf, cfg.data.scale), ScaledTransform(val_tf, cfg.data.scale)
     train_ds = DetectionDataset(sources.train, train_tf)
-    val_ds = DetectionDataset(sources.val, val_tf)
+    # the validation loss takes this process's share of the letterboxed images; the validation mAP runs the
+    # inference path over ``val_dataset`` (engine.evaluate), sharded the same way
+    val_ds = torch.utils.data.Subset(DetectionDataset(sources.val, val_tf),
+                                     list(range(dist.rank, len(sources.val), dist.world_size)))
     epoch_size = None if sources.quotas is not None else cfg.data.virtual_epoch_size
     sampler = VirtualEpochSampler(sources.dataset_sizes, quotas=sources.quotas, num_samples=epoch_size, seed=seed,
                                   num_replicas=dist.world_size, rank=dist.rank)
@@ -170,6 +173,20 @@ def build_loaders(cfg: RunConfig, sources: DataSources, dist: DistInfo, device: 
                                                drop_last=True, **common)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.data.val_batch_size, shuffle=False, **common)
     return train_loader, val_loader, sampler
+
+
+def validation_dataset(sources: DataSources) -> DetectionDataset:
+    """The validation images and ground truth as the inference path takes them (no transform)."""
+    return DetectionDataset(sources.val)
+
+
+def eval_options(cfg: RunConfig, device: torch.device, progress: bool) -> EvalOptions:
+    """Validation detects as infer.py does with its defaults, at the training scale (``data.scale``)."""
+    workers = cfg.data.workers if cfg.data.workers >= 0 else default_workers(device.type)
+    return EvalOptions(cfg.train.score_threshold, cfg.train.nms_iou, cfg.train.max_det_per_image,
+                       cfg.train.pre_nms_topk, amp_dtype_for(device, cfg.optim.amp), cfg.optim.channels_last,
+                       progress, tile=cfg.train.val_tile, overlap=cfg.train.val_overlap,
+                       batch=cfg.data.val_batch_size, scale=cfg.data.scale, workers=workers)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -238,9 +255,19 @@ def build_train_state(cfg: RunConfig, model, steps_per_epoch: int, device: torch
 
 
 def apply_backbone_freeze(state: TrainState, cfg: RunConfig) -> None:
-    """Freeze the backbone during the first ``freeze_backbone_epochs`` epochs (-1: always)."""
+    """Freeze the backbone during the first ``freeze_backbone_epochs`` epochs (-1: always).
+
+    Under DDP the wrapper is rebuilt when the set of trainable parameters changes: DDP registers its gradient
+    hooks for the parameters that require gradients when it is built, and waits for exactly those.
+    """
     n = cfg.model.freeze_backbone_epochs
-    state.detector.set_backbone_frozen(n < 0 or state.epoch < n)
+    frozen = n < 0 or state.epoch < n
+    detector = state.detector
+    changed = frozen != getattr(detector, "_backbone_frozen", False)
+    detector.set_backbone_frozen(frozen)
+    if changed and isinstance(state.model, torch.nn.parallel.DistributedDataParallel):
+        state.model = torch.nn.parallel.DistributedDataParallel(
+            detector, device_ids=state.model.device_ids, find_unused_parameters=False)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
     """Train one epoch, evaluate, log, and checkpoint (epoch is 0-based; printed and saved 1-based)."""
     from obbdet import distributed, engine, training
 
-    train_loader, val_loader = loaders
+    train_loader, val_loader, val_dataset = loaders
     sampler.set_epoch(epoch)
     training.apply_backbone_freeze(state, cfg)
     amp = training.amp_dtype_for(device, cfg.optim.amp)
@@ -50,13 +50,14 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
         print(training.format_result_line("Train", state.epoch, stats["loss"], stats["seconds"]))
     val_losses = result = None
     val_start = time.perf_counter()
-    if dist.is_main and (state.epoch % cfg.train.eval_interval == 0 or state.epoch == cfg.train.epochs):
-        eval_opts = engine.EvalOptions(cfg.train.score_threshold, cfg.train.nms_iou, cfg.train.max_det_per_image,
-                                       cfg.train.pre_nms_topk, amp, channels_last, progress)
-        val_losses, result = engine.evaluate(state.eval_detector, state.criterion, val_loader, device,
-                                             class_names, eval_opts)
-        print(training.format_result_line("Val", state.epoch, val_losses["loss"], time.perf_counter() - val_start))
-        print(result.format_tables(per_class=False), flush=True)
+    if state.epoch % cfg.train.eval_interval == 0 or state.epoch == cfg.train.epochs:
+        # every process validates its share; rank 0 gathers the detections and scores them
+        val_losses, result = engine.evaluate(state.eval_detector, state.criterion, val_loader, val_dataset,
+                                             device, class_names, training.eval_options(cfg, device, progress))
+        if dist.is_main:
+            print(training.format_result_line("Val", state.epoch, val_losses["loss"],
+                                              time.perf_counter() - val_start))
+            print(result.format_tables(per_class=False), flush=True)
     metric = distributed.broadcast_object(result.map.get(cfg.train.best_metric) if result else None)
     state.schedule.step_epoch(metric)
     record = training.epoch_record(state.epoch, stats, val_losses, result, state.schedule.lr,
@@ -125,9 +126,9 @@ def main(argv=None) -> int:
               f"{len(sources.val)} val images, classes {sources.class_names}, device {device} x{dist.world_size}, "
               f"{threads} threads, {len(train_loader)} steps/epoch, epochs {state.epoch + 1}..{cfg.train.epochs}")
     progress = not args.no_progress and dist.is_main
+    loaders = (train_loader, val_loader, training.validation_dataset(sources))
     for epoch in range(state.epoch, cfg.train.epochs):
-        run_epoch(epoch, cfg, state, (train_loader, val_loader), sampler, device, dist, outputs,
-                  sources.class_names, progress)
+        run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, sources.class_names, progress)
     if dist.is_main:
         print(f"done: best {cfg.train.best_metric} = {state.best_value} at epoch {state.best_epoch}; "
               f"checkpoints in {run_dir}")

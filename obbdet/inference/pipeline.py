@@ -17,6 +17,7 @@ Numpy does the bookkeeping; torch is only used for the forward pass and the rota
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -126,7 +127,10 @@ def predict_batch(detector, items: list, options: InferenceOptions, device) -> N
         staging[b, :t.height, :t.width] = job.image[t.y0:t.y1, t.x0:t.x1]
     # uint8 goes to the device (4x less traffic than float); [B, 3, Hp, Wp] float32 in [0, 1] there
     x = torch.from_numpy(staging).to(device).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.float16, enabled=options.half)
+    # float16 only when asked; otherwise no autocast context of our own, so a caller's (validation in bfloat16
+    # during training) stays in force: autocast(enabled=False) would switch it off.
+    autocast = torch.autocast(device_type=device.type, dtype=torch.float16) if options.half \
+        else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         outputs = detector.predict(x, score_threshold=options.score_threshold, max_det_per_image=options.max_det,
                                    nms_iou=options.nms_iou, pre_nms_topk=options.pre_nms_topk)
@@ -188,8 +192,9 @@ def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *
            ) -> Iterator:
     """Detect on every image of ``items`` in order; yields a :class:`StreamResult` per ``ImageJob``-making item.
 
-    ``items`` yields ``(key, image [H, W, 3] uint8 RGB)`` pairs, or anything else (e.g. a failure record),
-    which is passed through unchanged, in order. Tiles of consecutive images share batches. An out-of-memory
+    ``items`` yields ``(key, image [H, W, 3] uint8 RGB)`` pairs (or ``(key, image, scale)`` triples, whose
+    ``scale`` replaces the common one for that image), or anything else (e.g. a failure record), which is
+    passed through unchanged, in order. Tiles of consecutive images share batches. An out-of-memory
     error in a forward pass fails the images of that batch (each yielded with a reason) and the stream goes on.
     """
     import torch
@@ -200,11 +205,11 @@ def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *
     def jobs():
         for item in items:
             if isinstance(item, tuple):
-                key, image = item
+                key, image, factor = item if len(item) == 3 else (*item, scale)
                 try:
-                    yield make_job(key, image, scale, options, stride, keep_original)
+                    yield make_job(key, image, factor, options, stride, keep_original)
                 except (MemoryError, cv2.error) as exc:  # rescaling a huge image
-                    yield StreamResult(key, None, failure=f"cannot rescale by {scale:.4g}: {type(exc).__name__} "
+                    yield StreamResult(key, None, failure=f"cannot rescale by {factor:.4g}: {type(exc).__name__} "
                                                           f"{exc}"[:300])
             else:
                 yield item
