@@ -10,7 +10,7 @@ import numpy as np
 from obbdet.boxes import BOX_DIM, is_torch
 from obbdet.structures import ImageLabels
 
-from .calibration import LENGTH_RANGE, WIDTH_RANGE, calibrate as run_calibration
+from .calibration import GRID_STEPS, LENGTH_RANGE, WIDTH_RANGE, calibrate as run_calibration
 from .core import Evaluator, setting_label
 from .data import prepare
 from .errors import EXIT_USAGE, EvalInputError, WarningLog
@@ -35,8 +35,8 @@ def evaluate(gt: dict[str, ImageLabels], det: dict[str, ImageLabels], *, iou_thr
              length_scales: Sequence[float] | None = None, classes: Sequence[str] | None = None,
              max_dets: Sequence[int] | None = None, calibrate: bool = False, calibrate_length: bool = False,
              calibrate_width_range=WIDTH_RANGE, calibrate_length_range=LENGTH_RANGE,
-             coco_summary: bool = True, keep_curves: bool = False, strict: bool = False,
-             gt_sources: dict | None = None, det_sources: dict | None = None) -> EvalResult:
+             calibrate_steps: Sequence[float] = GRID_STEPS, coco_summary: bool = True, keep_curves: bool = False,
+             strict: bool = False, gt_sources: dict | None = None, det_sources: dict | None = None) -> EvalResult:
     """Evaluate detections against ground truth (see the evaluation notes for every rule).
 
     Args:
@@ -51,7 +51,8 @@ def evaluate(gt: dict[str, ImageLabels], det: dict[str, ImageLabels], *, iou_thr
         classes: evaluate only these classes (others are dropped with a warning).
         max_dets: maxDets of the COCO-style summary (default 100, 300, 1000).
         calibrate / calibrate_length: also search the width (and length) factor maximising the summary mAP;
-            the best is added as the last setting.
+            the best is added as the last setting. ``calibrate_width_range`` / ``calibrate_length_range``:
+            the factors searched; ``calibrate_steps``: the search's grid steps, coarse to fine.
         keep_curves: keep precision/recall arrays of the reference setting (``result.settings[0].curves``).
         strict: treat recoverable oddities (warnings) as errors.
         gt_sources, det_sources: image key -> file, used in messages.
@@ -79,7 +80,7 @@ def evaluate(gt: dict[str, ImageLabels], det: dict[str, ImageLabels], *, iou_thr
     calibration = None
     if calibrate:
         calibration = run_calibration(evaluator, search_length=calibrate_length, width_range=calibrate_width_range,
-                                      length_range=calibrate_length_range)
+                                      length_range=calibrate_length_range, steps=tuple(calibrate_steps))
         best = evaluator.run_setting(calibration["width_scale"], calibration["length_scale"])
         best.label = "calibrated " + setting_label(best.width_scale, best.length_scale)
         results.append(best)

@@ -49,12 +49,13 @@ def search_factor(objective: Callable[[float], float], low: float, high: float,
 
 
 def calibrate(evaluator: Evaluator, *, search_length: bool = False, width_range=WIDTH_RANGE,
-              length_range=LENGTH_RANGE) -> dict:
+              length_range=LENGTH_RANGE, steps: tuple[float, ...] = GRID_STEPS) -> dict:
     """Search the width (and length) factor maximising the evaluator's summary mAP.
 
-    The evaluator's pair envelope must cover the ranges (``evaluator.set_envelope``). Returns a JSON-ready
-    dict: ``width_scale``, ``length_scale``, ``summary`` (best mAP), ``reference`` (mAP at 1.0, 1.0),
-    ``gain``, and the evaluated curves ``width_curve`` / ``length_curve`` as ``[[factor, mAP], ...]``.
+    ``steps``: the grid steps of :func:`search_factor` (coarse to fine). The evaluator's pair envelope must
+    cover the ranges (``evaluator.set_envelope``). Returns a JSON-ready dict: ``width_scale``,
+    ``length_scale``, ``summary`` (best mAP), ``reference`` (mAP at 1.0, 1.0), ``gain``, and the evaluated
+    curves ``width_curve`` / ``length_curve`` as ``[[factor, mAP], ...]``.
     """
     bar = None
     if len(evaluator.data.det) >= PROGRESS_MIN_DETECTIONS:
@@ -68,22 +69,22 @@ def calibrate(evaluator: Evaluator, *, search_length: bool = False, width_range=
         return evaluator.objective(width, length)
 
     try:
-        return _search(objective, search_length, width_range, length_range)
+        return _search(objective, search_length, width_range, length_range, tuple(steps))
     finally:
         if bar is not None:
             bar.close()
 
 
-def _search(objective, search_length: bool, width_range, length_range) -> dict:
+def _search(objective, search_length: bool, width_range, length_range, steps: tuple[float, ...]) -> dict:
     reference = objective(1.0, 1.0)
     width_cache: dict[float, float] = {}
     length_cache: dict[float, float] = {}
     length = 1.0
-    width, best = search_factor(lambda f: objective(f, length), *width_range, cache=width_cache)
+    width, best = search_factor(lambda f: objective(f, length), *width_range, steps, cache=width_cache)
     if search_length:
-        length, best = search_factor(lambda f: objective(width, f), *length_range, cache=length_cache)
+        length, best = search_factor(lambda f: objective(width, f), *length_range, steps, cache=length_cache)
         width_cache_2: dict[float, float] = {}
-        width, best = search_factor(lambda f: objective(f, length), *width_range, cache=width_cache_2)
+        width, best = search_factor(lambda f: objective(f, length), *width_range, steps, cache=width_cache_2)
         if length != 1.0:
             width_cache = width_cache_2  # the curve at the final length
     if best < reference:  # grids always contain 1.0 when the range does; guard anyway

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .ap import AP_METHODS
 from .errors import (
-    EXIT_CODES_HELP, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog,
+    EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog,
 )
 from .rules import COMPAT_MODES
 
@@ -39,6 +39,8 @@ examples:
   python -m eval.pascalvoc -gt labels/ -det detections/
   python -m eval.pascalvoc -gt gt/ -det det/ -gtformat dota -detformat dota --compat dota -t 0.5
   python -m eval.pascalvoc -gt gt/ -det det/ --width-scales 1.0,0.938,0.923 --calibrate -sp results/
+  python -m eval.pascalvoc -gt gt/ -det det/ --calibrate --write-checkpoint best.pt --dataset my-val
+    (det/ written by `infer.py ... --width-scale 1 --length-scale 1`; tools/calibrate.py does both steps)
 
 {EXIT_CODES_HELP}"""
 
@@ -119,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--calibrate-length", action="store_true", help="with --calibrate: search the length too")
     scale.add_argument("--calibrate-range", type=_range, default=None, metavar="LOW,HIGH",
                        help="width factors searched (default 0.70,1.10)")
+    scale.add_argument("--write-checkpoint", default=None, metavar="CKPT",
+                       help="with --calibrate: store the factors found (with the table, --dataset and the date) "
+                            "in this obbdet checkpoint, which infer.py then applies. The detections must have been "
+                            "written by infer.py with --width-scale 1 (and --length-scale 1): factors measured on "
+                            "already calibrated boxes would compound. A missing checkpoint exits 3, another "
+                            "file 2, an unwritable one 5")
+    scale.add_argument("--dataset", default=None, metavar="NAME",
+                       help="with --write-checkpoint: name of the evaluated data, stored with the factors")
     out = parser.add_argument_group("output")
     out.add_argument("-sp", "--savepath", default=None, help="write results.json, results.txt and plots here")
     out.add_argument("-np", "--noplot", action="store_true", help="no PNG plots (with --savepath)")
@@ -150,6 +160,12 @@ def _run(args) -> int:
         raise EvalInputError("give either -t/--threshold or --iou-thresholds, not both", EXIT_USAGE)
     if args.calibrate_length and not args.calibrate:
         raise EvalInputError("--calibrate-length needs --calibrate", EXIT_USAGE)
+    if args.write_checkpoint is not None and not args.calibrate:
+        raise EvalInputError("--write-checkpoint needs --calibrate", EXIT_USAGE)
+    if args.dataset is not None and args.write_checkpoint is None:
+        raise EvalInputError("--dataset needs --write-checkpoint", EXIT_USAGE)
+    if args.write_checkpoint is not None:
+        _check_checkpoint(args.write_checkpoint)
     thresholds = args.threshold if args.threshold is not None else args.iou_thresholds
     if args.savepath:
         _prepare_output(Path(args.savepath))
@@ -191,7 +207,39 @@ def _run(args) -> int:
         print(timing)
     if args.savepath:
         _save(result, Path(args.savepath), tables + "\n\n" + summary_line(result) + "\n" + timing, args.noplot)
+    if args.write_checkpoint is not None:
+        _store(result, args.write_checkpoint, args.dataset)
     return EXIT_OK
+
+
+def _check_checkpoint(path: str) -> None:
+    """Fail before evaluating when ``--write-checkpoint`` is not a writable obbdet checkpoint.
+
+    Checkpoints are torch files: this flag is the only path of the evaluation that imports torch."""
+    from obbdet.calibration import check_calibration_target
+    from obbdet.checkpoint import CheckpointError
+
+    if not Path(path).is_file():
+        raise EvalInputError(f"{path}: --write-checkpoint file not found", EXIT_NOT_FOUND)
+    try:
+        check_calibration_target(path)
+    except CheckpointError as exc:
+        raise EvalInputError(str(exc).splitlines()[0], EXIT_USAGE) from None
+    except OSError as exc:
+        raise EvalInputError(str(exc).splitlines()[0], EXIT_OUTPUT) from None
+
+
+def _store(result, path: str, dataset: str | None) -> None:
+    """The factors of ``--calibrate`` into the checkpoint, through what ``tools/calibrate.py`` uses."""
+    from obbdet.calibration import store_calibration
+
+    try:
+        stored = store_calibration(path, result, dataset=dataset)
+    except OSError as exc:
+        raise EvalInputError(f"{path}: cannot store the calibration ({exc.strerror or exc})", EXIT_OUTPUT) from None
+    length = "" if stored["length_scale"] is None else f", length_scale {stored['length_scale']:g}"
+    print(f"stored in {path}: width_scale {stored['width_scale']:g}{length}"
+          f"{'' if dataset is None else f' (dataset {dataset})'}, {stored['date']}")
 
 
 def _prepare_output(folder: Path) -> None:

@@ -8,7 +8,8 @@ A checkpoint is a ``torch.save``'d dict, written atomically, loadable with ``wei
 - ``state_dict``: model weights; ``ema_state_dict``: EMA weights or None.
 - ``vehicle_width``: median short side (px) of ``main_class`` boxes as the network saw them in training (after
   augmentation), used by ``infer.py`` to rescale images; None when no such box was seen. ``main_class``.
-- ``calibration``: ``{"width_scale", "length_scale"}`` (None = not calibrated); ``nms_iou``: the NMS IoU
+- ``calibration``: ``{"width_scale", "length_scale", "dataset", "date", "table"}`` (factors None = not
+  calibrated; see :func:`set_calibration`); ``nms_iou``: the NMS IoU
   used for validation; ``pre_nms_topk``: candidate locations per class decoded before NMS (inference uses
   both unless told otherwise).
 - resume state: ``epoch`` (completed epochs), ``global_step``, ``optimizer``, ``scheduler``, ``scaler``,
@@ -92,11 +93,31 @@ def checkpoint_inference_meta(ckpt: dict) -> dict:
             "nms_iou": ckpt.get("nms_iou"), "pre_nms_topk": ckpt.get("pre_nms_topk")}
 
 
-def set_calibration(path, width_scale: float | None, length_scale: float | None = None) -> None:
-    """Store calibration factors (e.g. from ``eval --calibrate``) in a checkpoint file, atomically."""
+def set_calibration(path, width_scale: float | None, length_scale: float | None = None, *,
+                    dataset: str | None = None, table: list | dict | None = None) -> dict:
+    """Store calibration factors in a checkpoint file, atomically, and return what was stored.
+
+    ``ckpt["calibration"]`` becomes ``{"width_scale", "length_scale", "dataset", "date", "table"}``: the
+    factors inference applies to every box's short / long side (None: not calibrated, 1.0 is used), the name
+    of the data they were measured on, when (ISO 8601, UTC) and the sweep they were picked from (rows of
+    plain numbers and strings, so the file still loads with ``weights_only=True``). A shipped checkpoint thus
+    says where its factors come from. Any earlier calibration is replaced, not combined: factors are
+    measured on detections made without one.
+    """
+    from datetime import datetime, timezone
+
+    factors = {}
+    for name, value in (("width_scale", width_scale), ("length_scale", length_scale)):
+        if value is not None:
+            value = float(value)
+            if not (value > 0 and value < float("inf")):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        factors[name] = value
     ckpt = load_checkpoint(path)
-    ckpt["calibration"] = {"width_scale": width_scale, "length_scale": length_scale}
+    ckpt["calibration"] = {**factors, "dataset": None if dataset is None else str(dataset),
+                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "table": table}
     save_checkpoint(ckpt, path)
+    return dict(ckpt["calibration"])
 
 
 # ---------------------------------------------------------------------------------------------------

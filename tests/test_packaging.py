@@ -15,7 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["obbdet-train", "obbdet-infer", "obbdet-eval", "obbdet-registry", "obbdet-draw", "obbdet-convert",
-           "obbdet-miou", "obbdet-errors", "obbdet-stats", "obbdet-lr-finder", "obbdet-synthetic"]
+           "obbdet-miou", "obbdet-errors", "obbdet-stats", "obbdet-lr-finder", "obbdet-synthetic",
+           "obbdet-calibrate"]
 
 pytestmark = pytest.mark.slow
 
