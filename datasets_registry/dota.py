@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from obbdet.boxes import CORNERS, POINT_DIM, wrap_angle
+from obbdet.boxes import CORNERS, POINT_DIM, snap_heading_to_axis, wrap_angle
 from obbdet.formats import POLY_COORDS, read_dota
 
 from .common import (
@@ -80,7 +80,10 @@ def _add_image(builder: SampleBuilder, label_path: Path, images: ImageFolder, si
     if zero_area:  # read_dota keeps them as zero-size difficult boxes (and logs the lines)
         summary.note("zero-area boxes kept as difficult", count=zero_area)
     if with_heading:
-        labels.heading = _corner_headings(label_path, len(labels), summary)
+        heading = _corner_headings(label_path, len(labels), summary)
+        # onto the box's long axis; a first edge along the vehicle's side (not its front) gives NaN, not a guess
+        labels.heading = None if heading is None else snap_heading_to_axis(heading, labels.boxes[:, 4],
+                                                                           max_deviation=math.pi / 4)
     builder.add_labels(image_path, size[0], size[1], labels, meta={"label_path": str(label_path)})
 
 

@@ -288,17 +288,37 @@ def xywha_to_xywhr(boxes):
     return _replace_angle(boxes, wrap_angle(boxes[..., 4], low=0.0))
 
 
+def snap_heading_to_axis(heading, angle, max_deviation: float | None = None):
+    """Headings ``[...]`` (radians; NaN unknown) moved onto their box's long axis: ``a`` or ``a + pi``, whichever
+    is nearer on the circle, wrapped to ``[-pi, pi)``. ``angle``: the le90 box angles ``[...]``.
+
+    A heading is a vehicle's front, so it lies along the box's long side; a labelled or predicted heading off
+    that axis is noise, except when it runs across the box (an annotator's w/h swap): with ``max_deviation``,
+    headings further than that from the axis become NaN (unknown) instead of being flipped onto it arbitrarily.
+    """
+    xp = _xp(heading) if is_torch(heading) else np
+    heading = heading if is_torch(heading) else np.asarray(heading, dtype=np.float64)
+    angle = angle if is_torch(angle) else np.asarray(angle, dtype=np.float64)
+    offset = wrap_angle(heading - angle, low=-math.pi / 2, period=math.pi)  # signed deviation from the axis
+    snapped = wrap_angle(heading - offset, low=-math.pi, period=2 * math.pi)
+    if max_deviation is not None:
+        snapped = xp.where(xp.abs(offset) <= max_deviation, snapped, xp.full_like(snapped, float("nan")))
+    return snapped
+
+
 def rolabelimg_to_xywha(boxes):
     """roLabelImg / UAV-ROD ``robndbox`` rows ``[cx, cy, w, h, angle_rad]`` -> (le90 boxes, heading).
 
     roLabelImg stores the clockwise rotation (radians, y-down) of the ``w`` edge from +x; UAV-ROD uses it as
-    the vehicle heading, possibly beyond pi. The heading is returned separately, wrapped to ``[-pi, pi)``,
-    so ``a`` never leaves the le90 range.
+    the vehicle heading, possibly beyond pi. The heading is returned separately, snapped to the le90 box's
+    axis (:func:`snap_heading_to_axis`) and wrapped to ``[-pi, pi)``, so ``a`` never leaves the le90 range; a
+    box drawn with ``w < h`` (its stored angle runs across the vehicle) gets heading NaN.
     """
     boxes = _as_float_array(boxes)
     _check_last_dim(boxes, BOX_DIM, "rolabelimg_to_xywha")
-    heading = wrap_angle(boxes[..., 4], low=-math.pi, period=2 * math.pi)
-    return normalize_xywha(boxes), heading
+    le90 = normalize_xywha(boxes)
+    # after a w/h swap the stored angle runs across the vehicle: no front can be read from it (NaN)
+    return le90, snap_heading_to_axis(boxes[..., 4], le90[..., 4], max_deviation=math.pi / 4)
 
 
 def dlr3k_to_xywha(rows, angle_sign: float = -1.0):

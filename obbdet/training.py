@@ -94,7 +94,8 @@ class DataSources:
 
     @property
     def has_heading(self) -> bool:
-        return any(s.heading is not None and np.isfinite(s.heading).any() for s in self.train[:500])
+        """Whether any training sample, of any dataset, carries a heading (``model.heading=null`` follows it)."""
+        return any(s.heading is not None and np.isfinite(s.heading).any() for s in self.train)
 
 
 def synthetic_sources(data_cfg, workers: int = 0, progress: bool = True) -> DataSources:

@@ -5,7 +5,7 @@ import logging
 
 import torch
 
-from obbdet.boxes import BOX_DIM
+from obbdet.boxes import BOX_DIM, snap_heading_to_axis
 from obbdet.model.coder import decode_xywha, vec_to_heading
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,9 @@ class PostProcessor:
         boxes = decode_xywha(outputs["box_deltas"][b, anchor_idx], outputs["angle_vec"][b, anchor_idx],
                              anchors_xyxy[anchor_idx])
         result = {"boxes": boxes.reshape(-1, BOX_DIM), "scores": scores, "labels": labels}
-        if "heading_vec" in outputs:
-            result["heading"] = vec_to_heading(outputs["heading_vec"][b, anchor_idx].float())
+        if "heading_vec" in outputs:  # the front is one end of the predicted box's long axis
+            result["heading"] = snap_heading_to_axis(vec_to_heading(outputs["heading_vec"][b, anchor_idx].float()),
+                                                     boxes[:, 4].float())
         if len(scores):
             keep = batched_nms_rotated(boxes, scores, labels, nms_iou, max_output=max_det)
             keep = keep[:max_det]
