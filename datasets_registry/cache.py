@@ -28,7 +28,7 @@ from .common import ImportSummary
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: per-object angle_known instead of a per-sample aabb_only flag
 CACHE_DIR_NAME = ".obbdet_cache"
 _SOURCE_MODULES = (f"{__package__}.common", "obbdet.formats", "obbdet.boxes", "obbdet.structures")
 
@@ -154,7 +154,7 @@ def _restore_summary(summary: ImportSummary, header: dict) -> None:
 # Column-wise packing
 # ---------------------------------------------------------------------------------------------------
 
-_OBJECT_FIELDS = ("boxes", "labels", "difficult")
+_OBJECT_FIELDS = ("boxes", "labels", "difficult", "angle_known")
 
 
 def pack_samples(samples: list[Sample]) -> dict:
@@ -174,7 +174,6 @@ def pack_samples(samples: list[Sample]) -> dict:
         "count": counts, "has_heading": has_heading, "columns": columns, "obj_meta": obj_meta,
         "image_path": [s.image_path for s in samples], "width": np.asarray([s.width for s in samples], np.int64),
         "height": np.asarray([s.height for s in samples], np.int64), "source": [s.source for s in samples],
-        "aabb_only": np.asarray([s.aabb_only for s in samples], bool),
         "meta": [{k: v for k, v in s.meta.items() if k not in common_obj} for s in samples],
     }
 
@@ -202,6 +201,6 @@ def unpack_samples(payload: dict) -> list[Sample]:
         samples.append(Sample(
             image_path=payload["image_path"][i], width=int(payload["width"][i]), height=int(payload["height"][i]),
             boxes=columns["boxes"][i], labels=columns["labels"][i], difficult=columns["difficult"][i],
-            source=payload["source"][i], aabb_only=bool(payload["aabb_only"][i]),
-            heading=next(headings) if payload["has_heading"][i] else None, meta=meta))
+            source=payload["source"][i], heading=next(headings) if payload["has_heading"][i] else None,
+            meta=meta, angle_known=columns["angle_known"][i]))
     return samples

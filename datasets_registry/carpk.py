@@ -4,8 +4,8 @@ Layout: ``<root>/Images/*.png|jpg`` + ``<root>/Annotations/*.txt``; ``image_set`
 restricts to the stems listed in ``<root>/ImageSets/<image_set>.txt``. Lines ``x1 y1 x2 y2 cls`` in pixels
 (``cls`` 1 is ``car``; ``class_ids`` replaces the table, other ids become ``class_<id>``).
 
-The boxes are axis-aligned rectangles around cars parked at any angle, so their angle is unknown: samples
-are ``aabb_only`` (the angle loss is masked) and the exact boxes are kept in ``meta['obj_aabb']``.
+The boxes are axis-aligned rectangles around cars parked at any angle, so their angle is unknown: every
+object has ``angle_known`` False (the angle loss is masked) and the exact boxes are kept in ``meta['obj_aabb']``.
 """
 from __future__ import annotations
 

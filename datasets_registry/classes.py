@@ -96,8 +96,8 @@ def apply_class_map(samples: Sequence[Sample], classes: Sequence[str], class_map
                     dataset: str = "") -> tuple[list[Sample], MappingReport]:
     """New samples whose ``labels`` index ``classes``; objects of ignored classes are removed (and counted).
 
-    Per-object arrays (``boxes``, ``labels``, ``difficult``, ``heading``, ``meta['obj_*']``) are filtered
-    together. ``meta['classes']`` becomes ``tuple(classes)``; the native vocabulary moves to
+    Per-object arrays (``boxes``, ``labels``, ``difficult``, ``angle_known``, ``heading``, ``meta['obj_*']``) are
+    filtered together. ``meta['classes']`` becomes ``tuple(classes)``; the native vocabulary moves to
     ``meta['native_classes']`` and each kept object's native index to ``meta['obj_native']``.
     """
     classes = tuple(classes)
@@ -142,16 +142,17 @@ def _remap_sample(sample: Sample, lookup: np.ndarray, classes: tuple) -> Sample:
     if keep.all():  # the common case: nothing to filter, the arrays are shared with the native sample
         meta = {k: v for k, v in sample.meta.items() if k != "class_names"}
         boxes, difficult, heading = sample.boxes, sample.difficult, sample.heading
+        angle_known = sample.angle_known
         meta["obj_native"] = sample.labels
     else:
         meta = {k: (np.asarray(v)[keep] if k.startswith("obj_") else v) for k, v in sample.meta.items()
                 if k != "class_names"}  # the native list moves to native_classes
-        boxes, difficult = sample.boxes[keep], sample.difficult[keep]
+        boxes, difficult, angle_known = sample.boxes[keep], sample.difficult[keep], sample.angle_known[keep]
         heading = None if sample.heading is None else sample.heading[keep]
         meta["obj_native"] = sample.labels[keep]
         new_labels = new_labels[keep]
     meta["native_classes"] = native
     meta["classes"] = classes
     return Sample(image_path=sample.image_path, width=sample.width, height=sample.height, boxes=boxes,
-                  labels=new_labels, difficult=difficult, source=sample.source, aabb_only=sample.aabb_only,
-                  heading=heading, meta=meta)
+                  labels=new_labels, difficult=difficult, source=sample.source, heading=heading, meta=meta,
+                  angle_known=angle_known)

@@ -10,7 +10,8 @@ An importer is ``load_<kind>(root, *, strict=True, summary=None, **format_option
   registry's unified taxonomy is a separate step (:func:`datasets_registry.classes.apply_class_map`), so
   a cached parse serves every mapping;
 * ``difficult`` ``[N]`` bool, ``heading`` ``[N]`` float32 radians in ``[-pi, pi)`` (NaN where unknown) or
-  None, ``aabb_only`` when the source has no angle;
+  None, ``angle_known`` ``[N]`` bool: False for every object the source gives only as an axis-aligned box
+  (its le90 box is then the bounds at angle 0 / -pi/2, which must not be learnt as an angle);
 * ``meta`` keys starting with ``obj_`` are per-object arrays (first axis N) that follow the objects through
   class mapping (e.g. ``obj_aabb``); ``crop = (x0, y0, x1, y1)`` asks the loader to crop the decoded image
   to ``image[y0:y1, x0:x1]`` (as :func:`obbdet.data.load_image_rgb` does); ``label_path`` names the
@@ -38,7 +39,7 @@ import numpy as np
 
 from obbdet.boxes import BOX_DIM, CORNERS, POINT_DIM, poly_to_xywha
 from obbdet.formats import IMAGE_EXTENSIONS, LabelFormatError
-from obbdet.structures import ImageLabels, Sample
+from obbdet.structures import ImageLabels, Sample, angle_known_flags
 
 logger = logging.getLogger(__name__)
 
@@ -150,19 +151,24 @@ class SampleBuilder:
         return index
 
     def add(self, image_path, width: int, height: int, boxes, class_names: Sequence[str], *,
-            difficult=None, heading=None, aabb_only: bool = False, meta: dict | None = None) -> Sample:
-        """Append one image. ``boxes`` ``[N, 5]`` xywha le90; ``heading`` ``[N]`` radians or None."""
+            difficult=None, heading=None, angle_known=None, aabb_only: bool = False,
+            meta: dict | None = None) -> Sample:
+        """Append one image. ``boxes`` ``[N, 5]`` xywha le90; ``heading`` ``[N]`` radians or None.
+
+        ``angle_known`` ``[N]`` bool (None: all True); ``aabb_only=True`` is shorthand for all False.
+        """
         n = len(class_names)
         boxes = np.asarray(boxes, dtype=np.float32).reshape(n, BOX_DIM)
         labels = np.fromiter((self.class_index(c) for c in class_names), dtype=np.int64, count=n)
         difficult = np.zeros(n, bool) if difficult is None else np.asarray(difficult, dtype=bool).reshape(n)
+        angle_known = angle_known_flags(angle_known, n, aabb_only)
         if heading is not None:
             heading = np.asarray(heading, dtype=np.float32).reshape(n)
             if np.isnan(heading).all():
                 heading = None
         sample = Sample(image_path=str(image_path), width=int(width), height=int(height), boxes=boxes,
-                        labels=labels, difficult=difficult, source=self.source, aabb_only=aabb_only,
-                        heading=heading, meta=dict(meta or {}))
+                        labels=labels, difficult=difficult, source=self.source, heading=heading,
+                        meta=dict(meta or {}), angle_known=angle_known)
         self.samples.append(sample)
         self.summary.images += 1
         self.summary.objects += n
@@ -170,7 +176,11 @@ class SampleBuilder:
 
     def add_labels(self, image_path, width: int, height: int, labels: ImageLabels, *, aabb_only: bool = False,
                    meta: dict | None = None) -> Sample:
-        """Append one image from an :class:`ImageLabels` (objects flagged ``ignore`` are dropped and counted)."""
+        """Append one image from an :class:`ImageLabels` (objects flagged ``ignore`` are dropped and counted).
+
+        Labels read from an axis-aligned format (``labels.aabb`` set) have no known angle, like
+        ``aabb_only=True``.
+        """
         keep = ~np.asarray(labels.ignore, dtype=bool) if len(labels) else np.zeros(0, bool)
         if len(labels) and not keep.all():
             self.summary.note("ignore-flagged objects dropped", count=int((~keep).sum()))
@@ -180,7 +190,7 @@ class SampleBuilder:
         heading = None if labels.heading is None else np.asarray(labels.heading)[keep]
         return self.add(image_path, width, height, np.asarray(labels.boxes)[keep],
                         [c for c, k in zip(labels.classes, keep) if k], difficult=np.asarray(labels.difficult)[keep],
-                        heading=heading, aabb_only=aabb_only, meta=meta)
+                        heading=heading, aabb_only=aabb_only or labels.aabb is not None, meta=meta)
 
     def finish(self) -> list[Sample]:
         classes = tuple(self.classes)

@@ -7,7 +7,8 @@ The infrared labels are the more complete set (dark RGB frames leave vehicles un
 pairs are registered, so ``label_set="infrared"`` is a sound choice for RGB training too.
 
 VOC-like XML: ``<size>`` 840x712 and ``<object>`` with ``<name>`` and a ``<polygon>`` ``<x1>..<y4>``, or
-an axis-aligned ``<bndbox>`` (accepted as an angle-0 box); ``<point>`` objects are skipped and counted.
+an axis-aligned ``<bndbox>`` (accepted as the object's bounds with ``angle_known`` False: the angle loss
+must not learn 0 for it); ``<point>`` objects are skipped and counted.
 
 Every image has a 100 px white border: the content is 640x512 and coordinates include the border. With
 ``crop_border=True`` (default) ``border`` is subtracted from every coordinate, ``width``/``height`` are the
@@ -78,7 +79,7 @@ def _add_image(builder: SampleBuilder, label_path: Path, image_path: Path, crop_
     if size is None:
         return
     width, height = size
-    polys, names, difficult = _read_objects(doc, fixes, strict, summary)
+    polys, names, difficult, angle_known = _read_objects(doc, fixes, strict, summary)
     boxes, zero_area = fit_polygons(polys, summary, str(label_path))
     difficult = np.asarray(difficult, bool) | zero_area
     meta = {"label_path": str(label_path)}
@@ -92,9 +93,9 @@ def _add_image(builder: SampleBuilder, label_path: Path, image_path: Path, crop_
         if not inside.all():
             summary.skip("objects inside the cropped border", f"{label_path}: {int((~inside).sum())} object(s) lie "
                          "entirely in the border and were skipped", count=int((~inside).sum()))
-            boxes, difficult = boxes[inside], difficult[inside]
+            boxes, difficult, angle_known = boxes[inside], difficult[inside], angle_known[inside]
             names = [n for n, k in zip(names, inside) if k]
-    builder.add(image_path, width, height, boxes, names, difficult=difficult, meta=meta)
+    builder.add(image_path, width, height, boxes, names, difficult=difficult, angle_known=angle_known, meta=meta)
 
 
 def _inside(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -106,15 +107,15 @@ def _inside(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def _read_objects(doc: XmlDoc, fixes: dict, strict: bool, summary: ImportSummary):
-    """Polygons ``[K, 4, 2]``, names and difficult flags of the usable ``<object>`` elements."""
-    polys, names, difficult = [], [], []
+    """Polygons ``[K, 4, 2]``, names, difficult flags and angle-known flags ``[K]`` of the usable objects."""
+    polys, names, difficult, angle_known = [], [], [], []
     for index, obj in enumerate(doc.root.iter("object")):
         try:
             name = _clean_name(doc.text(obj, "name", index), fixes)
             if name is None:
                 summary.skip("objects without a class ('*')", str(doc.error(obj, "class '*' skipped", index)))
                 continue
-            poly = _object_polygon(doc, obj, index)
+            poly, rotated = _object_polygon(doc, obj, index)
         except LabelFormatError as err:
             summary.error(err, strict)
             continue
@@ -124,7 +125,8 @@ def _read_objects(doc: XmlDoc, fixes: dict, strict: bool, summary: ImportSummary
         polys.append(poly)
         names.append(name)
         difficult.append(doc.flag(obj, "difficult"))
-    return np.asarray(polys, np.float64).reshape(-1, 4, 2), names, difficult
+        angle_known.append(rotated)
+    return np.asarray(polys, np.float64).reshape(-1, 4, 2), names, difficult, np.asarray(angle_known, bool)
 
 
 def _clean_name(raw: str, fixes: dict) -> str | None:
@@ -132,18 +134,18 @@ def _clean_name(raw: str, fixes: dict) -> str | None:
     return fixes.get(key, key)
 
 
-def _object_polygon(doc: XmlDoc, obj, index: int) -> np.ndarray | None:
-    """The object's 4 corners ``[4, 2]``; None for a ``<point>`` object."""
+def _object_polygon(doc: XmlDoc, obj, index: int) -> tuple[np.ndarray | None, bool]:
+    """(the object's 4 corners ``[4, 2]``, whether they give its angle); corners None for a ``<point>``."""
     polygon = obj.find("polygon")
     if polygon is not None:
-        return np.asarray(doc.numbers(polygon, POLYGON_TAGS, index), np.float64).reshape(4, 2)
+        return np.asarray(doc.numbers(polygon, POLYGON_TAGS, index), np.float64).reshape(4, 2), True
     bndbox = obj.find("bndbox")
     if bndbox is not None:
         x0, y0, x1, y1 = doc.numbers(bndbox, BNDBOX_TAGS, index)
         if x1 < x0 or y1 < y0:
             raise doc.error(bndbox, "xmax/ymax below xmin/ymin", index)
-        return np.asarray([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+        return np.asarray([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64), False
     if obj.find("point") is not None:
-        return None
+        return None, False
     raise doc.error(obj, "no <polygon>, <bndbox> or <point>", index)
 

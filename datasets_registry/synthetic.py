@@ -243,7 +243,7 @@ def _sample(image_path: Path, labels: ImageLabels, index: dict, split: str, clas
     return Sample(image_path=str(image_path), width=int(labels.width or width), height=int(labels.height or height),
                   boxes=labels.boxes.astype(np.float32).reshape(n, BOX_DIM),
                   labels=np.array([index[c] for c in labels.classes], np.int64),
-                  difficult=np.asarray(labels.difficult, bool), source="synthetic", aabb_only=False,
+                  difficult=np.asarray(labels.difficult, bool), source="synthetic",
                   heading=np.asarray(heading, np.float32),
                   meta={"split": split, "classes": classes, "class_names": list(classes),
                         "label_path": str(label_path_of(image_path))})

@@ -4,7 +4,8 @@ Layout: ``<root>/<split>/{images,annotations}/DJI_0006_000000.{jpg,xml}`` (``<ro
 folder). Objects: ``<robndbox><cx/><cy/><w/><h/><angle/></robndbox>`` with the angle in **radians**,
 clockwise on screen, the rotation of the ``w`` edge from +x (converted by
 :func:`obbdet.boxes.rolabelimg_to_xywha`); roLabelImg's axis-aligned ``<bndbox>`` objects are accepted as
-angle-0 boxes without a heading. One class, ``car``.
+the object's bounds, without a heading and with ``angle_known`` False (the angle loss must not learn 0 for
+them). One class, ``car``.
 
 *Unconfirmed*: the UAV-ROD README calls the angle the car's heading, increasing clockwise, but whether values
 span ``[0, 2pi)`` is not documented. ``heading="auto"`` (default) keeps it as ``sample.heading`` (wrapped to
@@ -62,7 +63,7 @@ def load_uav_rod(root, *, split: str | None = "train", heading: str = "auto", im
     for image_path, (width, height), rows, names, difficult, rotated, label_path in parsed:
         boxes, headings = rolabelimg_to_xywha(rows)
         headings = np.where(rotated, headings, np.nan)  # an axis-aligned <bndbox> carries no heading
-        builder.add(image_path, width, height, boxes, names, difficult=difficult,
+        builder.add(image_path, width, height, boxes, names, difficult=difficult, angle_known=rotated,
                     heading=headings if keep_heading else None, meta={"label_path": str(label_path)})
     return builder.finish()
 

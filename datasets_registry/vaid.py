@@ -5,8 +5,8 @@ only the ids listed in ``<root>/ImageSets/Main/<image_set>.txt`` are imported.
 ``<name>`` holds a digit: 1 sedan, 2 minibus, 3 truck, 4 pickup truck, 5 bus, 6 cement truck, 7 trailer
 (``class_ids`` replaces the table; a name that is not in it is kept as written).
 
-The labels carry no angle, so every sample is ``aabb_only`` (the angle loss is masked for it, never faked as
-0); boxes are the axis-aligned rectangles as le90 xywha and the exact ``[x_min, y_min, x_max, y_max]`` are
+The labels carry no angle, so every object has ``angle_known`` False (the angle loss is masked for it, never
+faked as 0); boxes are the axis-aligned rectangles as le90 xywha and the exact ``[x_min, y_min, x_max, y_max]`` are
 kept in ``meta['obj_aabb']``. ``<difficult>1`` marks difficult objects.
 """
 from __future__ import annotations

@@ -5,9 +5,11 @@ Transforms are callables ``(image, target) -> (image, target)``:
 - ``image``: ``[H, W, 3]`` uint8 RGB.
 - ``target`` (dict): ``boxes`` ``[N, 5]`` float32 xywha le90 (radians; ``w >= h``; see ``obbdet.boxes``),
   ``labels`` ``[N]`` int64, ``difficult`` ``[N]`` bool (optional, default all False), ``heading`` ``[N]``
-  float32 radians in ``[-pi, pi)`` with NaN where unknown (optional), ``aabb_only`` bool (optional),
+  float32 radians in ``[-pi, pi)`` with NaN where unknown (optional), ``angle_known`` ``[N]`` bool
+  (optional, default all True, or all ``not aabb_only`` when a legacy ``aabb_only`` bool is given),
   ``base_scale`` float (optional: a resize factor applied before the random scale, e.g. to bring a dataset
-  to the training vehicle width). Other keys are passed through unchanged.
+  to the training vehicle width). Other keys are passed through unchanged. The per-object arrays come back
+  filtered together (objects dropped by the crop removed from each), so they stay aligned with ``boxes``.
 
 Coordinates are continuous: the image spans ``[0, W] x [0, H]`` and pixel ``(i, j)`` covers
 ``[i, i+1) x [j, j+1)`` (the DOTA devkit / mmrotate / ultralytics convention; a horizontal flip maps ``x`` to
@@ -22,10 +24,11 @@ dropped when the visible fraction of its area is below ``min_visible`` or its sh
 is the direction from the box centre to the transformed front point, so flips mirror it and rotations turn
 it, consistently with the pixels.
 
-Axis-aligned-only samples (``aabb_only=True``, e.g. VAID): their boxes are the bounds of objects of unknown
-angle, so an arbitrary-angle rotation could only turn them into loose rotated bounds of the bounds. For
-them the rotation is skipped (flips, 90-degree turns, scale and crop still apply), so the boxes stay exactly
-axis-aligned, refitted as the axis-aligned bounds of the clipped corners.
+Objects of unknown angle (``angle_known`` False: VAID, CARPK, DroneVehicle ``<bndbox>`` objects): their
+boxes are the bounds of objects of unknown orientation, so an arbitrary-angle rotation could only turn them
+into loose rotated bounds of the bounds. For an image holding any such object the rotation is skipped
+(flips, 90-degree turns, scale and crop still apply), so those boxes stay exactly axis-aligned, refitted as
+the axis-aligned bounds of their clipped corners; the image's other objects are refitted as usual.
 
 Training geometry (:class:`RotateScaleCrop`) is one affine warp from the source image straight to the
 output window: scale, rotation and crop composed, so the cost depends on the output size only and no
@@ -48,6 +51,7 @@ import numpy as np  # noqa: E402
 
 from obbdet.boxes import (BOX_DIM, CORNERS, POINT_DIM, aabb_to_xywha, clip_polys_to_rect,  # noqa: E402
                           poly_to_xywha, wrap_angle, xywha_to_poly)
+from obbdet.structures import angle_known_flags  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +109,7 @@ class RotateScaleCrop(A.DualTransform):
         self.points_per_object = int(points_per_object)
         self.fill = fill
         self.interpolation = interpolation
-        self.allow_rotation = True  # set per sample by OBBAugment (False for axis-aligned-only samples)
+        self.allow_rotation = True  # set per sample by OBBAugment (False when an object's angle is unknown)
         self.base_scale = 1.0  # set per sample by OBBAugment
         self.focus_weights: list[float] | None = None  # set per sample by OBBAugment
 
@@ -241,8 +245,9 @@ class CenterCropPad(A.DualTransform):
 # Boxes <-> keypoints
 # ---------------------------------------------------------------------------------------------------
 
-def _check_target(target: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Validated (boxes [N,5] float64, labels [N] int64, difficult [N] bool, heading [N] float64 or None)."""
+def _check_target(target: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Validated (boxes [N,5] float64, labels [N] int64, difficult [N] bool, heading [N] float64 or None,
+    angle_known [N] bool)."""
     boxes = np.asarray(target.get("boxes", np.zeros((0, BOX_DIM))), np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != BOX_DIM:
         raise ValueError(f"target['boxes'] must have shape [N, {BOX_DIM}], got {boxes.shape}")
@@ -254,10 +259,14 @@ def _check_target(target: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     difficult = np.asarray(target.get("difficult", np.zeros(n, bool)), bool).reshape(-1)
     heading = target.get("heading")
     heading = None if heading is None else np.asarray(heading, np.float64).reshape(-1)
-    for name, arr in (("labels", labels), ("difficult", difficult), ("heading", heading)):
+    angle_known = target.get("angle_known")
+    angle_known = None if angle_known is None else np.asarray(angle_known, bool).reshape(-1)
+    for name, arr in (("labels", labels), ("difficult", difficult), ("heading", heading),
+                      ("angle_known", angle_known)):
         if arr is not None and len(arr) != n:
             raise ValueError(f"target['{name}'] has {len(arr)} entries for {n} boxes")
-    return boxes, labels, difficult, heading
+    angle_known = angle_known_flags(angle_known, n, bool(target.get("aabb_only", False)))
+    return boxes, labels, difficult, heading, angle_known
 
 
 def boxes_to_keypoints(boxes: np.ndarray, heading: np.ndarray | None) -> np.ndarray:
@@ -282,9 +291,11 @@ def _polygon_area(polys: np.ndarray) -> np.ndarray:
 
 
 def keypoints_to_boxes(points: np.ndarray, heading: np.ndarray | None, width: int, height: int, *,
-                       min_visible: float, min_side: float, aabb_only: bool):
+                       min_visible: float, min_side: float, aabb_only):
     """Boxes from transformed keypoints ``[N * 5, 2]`` (continuous), clipped to ``[0, width] x [0, height]``.
 
+    aabb_only: bool, or ``[N]`` bool per object: those boxes are refitted as the axis-aligned bounds of their
+    clipped corners (objects of unknown angle), the others as minimum-area rectangles.
     Returns ``(boxes [M, 5] float64, heading [M] or None, keep [N] bool)``.
     """
     n = len(points) // POINTS_PER_BOX
@@ -301,10 +312,11 @@ def keypoints_to_boxes(points: np.ndarray, heading: np.ndarray | None, width: in
         q = polys.shape[1]
         clipped = np.concatenate([corners, np.repeat(corners[:, -1:], q - CORNERS, axis=1)], axis=1)
         clipped[cut] = polys
-    if aabb_only:  # stays axis-aligned: the bounds of the (clipped) corners
-        boxes = aabb_to_xywha(np.concatenate([clipped.min(axis=1), clipped.max(axis=1)], axis=1))
-    else:
-        boxes = poly_to_xywha(clipped, warn=False)
+    aabb_only = np.broadcast_to(np.asarray(aabb_only, bool), (n,))
+    boxes = poly_to_xywha(clipped, warn=False) if not aabb_only.all() else np.zeros((n, BOX_DIM))
+    if aabb_only.any():  # stay axis-aligned: the bounds of the (clipped) corners
+        bounds = clipped[aabb_only]
+        boxes[aabb_only] = aabb_to_xywha(np.concatenate([bounds.min(axis=1), bounds.max(axis=1)], axis=1))
     keep = (visible >= min_visible) & (visible > 0) & (boxes[:, 3] >= min_side)
     out_heading = None
     if heading is not None:
@@ -377,8 +389,9 @@ class OBBAugment:
         _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         return (1.0 / counts[inverse]).tolist()
 
-    def _set_sample_params(self, target: dict, labels: np.ndarray) -> None:
-        allow_rotation = not (self.aabb_only_no_rotation and bool(target.get("aabb_only", False)))
+    def _set_sample_params(self, target: dict, labels: np.ndarray, angle_known: np.ndarray) -> None:
+        # one unknown-angle object is enough: the rotation cannot be applied to some boxes only
+        allow_rotation = not (self.aabb_only_no_rotation and not angle_known.all())
         base_scale = float(target.get("base_scale", 1.0))
         if not base_scale > 0:
             raise ValueError(f"target['base_scale'] must be > 0, got {base_scale}")
@@ -394,19 +407,18 @@ class OBBAugment:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be [H, W, 3] uint8, got {image.shape} {image.dtype}")
         self._maybe_reseed_for_worker()
-        boxes, labels, difficult, heading = _check_target(target)
-        self._set_sample_params(target, labels)
+        boxes, labels, difficult, heading, angle_known = _check_target(target)
+        self._set_sample_params(target, labels, angle_known)
         points = boxes_to_keypoints(boxes, heading) - 0.5  # albumentations: pixel centres on integers
         out = self.pipeline(image=image, keypoints=points)
         out_image = out["image"]
         moved = np.asarray(out["keypoints"], np.float64)[:, :POINT_DIM].reshape(-1, POINT_DIM) + 0.5
-        aabb_only = bool(target.get("aabb_only", False))
         new_boxes, new_heading, keep = keypoints_to_boxes(
             moved, heading, out_image.shape[1], out_image.shape[0], min_visible=self.min_visible,
-            min_side=self.min_side, aabb_only=aabb_only)
+            min_side=self.min_side, aabb_only=~angle_known)
         result = {k: v for k, v in target.items() if k != "base_scale"}
         result.update(boxes=new_boxes.astype(np.float32).reshape(-1, BOX_DIM), labels=labels[keep],
-                      difficult=difficult[keep], aabb_only=aabb_only)
+                      difficult=difficult[keep], angle_known=angle_known[keep])
         if heading is not None:
             result["heading"] = new_heading.astype(np.float32)
         self._record_resize(result, image.shape)

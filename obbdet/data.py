@@ -5,8 +5,11 @@ One item is ``(image, target)``:
 - ``image``: ``[3, H, W]`` uint8 RGB tensor (converted to float on the training device, which is cheaper to
   transfer; the detector normalizes itself);
 - ``target``: ``boxes [N, 5]`` float32 xywha (le90, radians, pixels of ``image``), ``labels [N]`` int64,
-  ``difficult [N]`` bool, ``heading [N]`` float32 (NaN where unknown) or None, ``aabb_only`` bool,
-  ``image_id`` str, ``index`` int (position in the sample list).
+  ``difficult [N]`` bool, ``heading [N]`` float32 (NaN where unknown) or None, ``angle_known [N]`` bool
+  (False for objects labelled only by an axis-aligned box: the loss trains their size and centre through
+  the box's axis-aligned hull and gives them no angle term), ``image_id`` str, ``index`` int (position in
+  the sample list). A target dict without ``angle_known`` but with a legacy ``aabb_only`` bool gets the
+  mask ``[not aabb_only] * N``.
 
 Transforms are ``(image HxWx3 uint8 RGB, target dict of numpy arrays) -> (image, target)`` (``obbdet.augment``).
 There is no cap on boxes per image anywhere: targets are lists, not padded arrays.
@@ -23,7 +26,7 @@ from torch.utils.data import Dataset
 
 from obbdet.boxes import BOX_DIM
 from obbdet.imageio import PAD_GREY, ImageReadError, read_image_rgb
-from obbdet.structures import Sample
+from obbdet.structures import Sample, angle_known_flags
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +55,13 @@ def sample_target(sample: Sample) -> dict:
         "labels": np.asarray(sample.labels, np.int64).reshape(n),
         "difficult": np.asarray(sample.difficult, bool).reshape(n),
         "heading": None if heading is None else np.asarray(heading, np.float32).reshape(n),
-        "aabb_only": bool(sample.aabb_only),
+        "angle_known": angle_known_flags(sample.angle_known, n),
     }
+
+
+def target_angle_known(target: dict, n: int) -> np.ndarray:
+    """``[n]`` bool angle mask of a numpy target dict (``angle_known``, else derived from ``aabb_only``)."""
+    return angle_known_flags(target.get("angle_known"), n, bool(target.get("aabb_only", False)))
 
 
 def _to_tensor_target(target: dict, image_id: str, index: int) -> dict:
@@ -64,7 +72,7 @@ def _to_tensor_target(target: dict, image_id: str, index: int) -> dict:
         "labels": torch.as_tensor(np.asarray(target["labels"], np.int64).reshape(n)),
         "difficult": torch.as_tensor(np.asarray(target["difficult"], bool).reshape(n)),
         "heading": None if heading is None else torch.as_tensor(np.asarray(heading, np.float32).reshape(n)),
-        "aabb_only": bool(target.get("aabb_only", False)),
+        "angle_known": torch.as_tensor(target_angle_known(target, n)),
         "image_id": image_id,
         "index": index,
     }

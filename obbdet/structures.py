@@ -70,7 +70,9 @@ class Sample:
     labels: ``[N]`` int64 indices into the registry's unified class list.
     difficult: ``[N]`` bool.
     heading: ``[N]`` float32 radians in ``[-pi, pi)`` (NaN where unknown) or None.
-    aabb_only: the source labels carry no angle (e.g. VAID): the angle loss is masked, never faked as 0.
+    angle_known: ``[N]`` bool, False for objects labelled only by an axis-aligned box (VAID, CARPK, a
+        DroneVehicle ``<bndbox>``): their box is the object's bounds at angle 0 or -pi/2, a placeholder the
+        angle loss must not learn. None (the default) means every angle is known.
     source: the dataset name the sample came from.
     """
 
@@ -81,9 +83,35 @@ class Sample:
     labels: np.ndarray
     difficult: np.ndarray
     source: str = ""
-    aabb_only: bool = False
     heading: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    angle_known: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.angle_known = angle_known_flags(self.angle_known, len(self.boxes))
+
+    def __setstate__(self, state: dict) -> None:
+        # Samples pickled before the per-object mask carry one ``aabb_only`` flag for the whole image.
+        state = dict(state)
+        aabb_only = bool(state.pop("aabb_only", False))
+        self.__dict__.update(state)
+        if self.__dict__.get("angle_known") is None:
+            self.angle_known = np.full(len(self.boxes), not aabb_only)
+
+    @property
+    def aabb_only(self) -> bool:
+        """True when the image has objects and none of them has a known angle (e.g. every VAID image)."""
+        return len(self.angle_known) > 0 and not self.angle_known.any()
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+
+def angle_known_flags(flags, n: int, aabb_only: bool = False) -> np.ndarray:
+    """``[n]`` bool per-object angle mask: ``flags`` as given, or all ``not aabb_only`` when None."""
+    if flags is None:
+        return np.full(n, not aabb_only)
+    flags = np.asarray(flags, dtype=bool).reshape(-1)
+    if len(flags) != n:
+        raise ValueError(f"{n} boxes but {len(flags)} angle_known flags")
+    return flags

@@ -12,7 +12,7 @@ rotated RetinaNet does with ``assign_by_circumhbbox``. Against the rotated box i
 rarely reaches IoU 0.5 for a thin diagonal vehicle (a 40x16 car at 45 deg tops out near 0.35), so most objects
 would only get forced low-quality matches; against the AABB, the anchor set covers every orientation evenly.
 The rotated geometry enters through the regression targets (``obbdet.model.coder``), and the labeling is
-the same for ``aabb_only`` samples, whose labels are AABBs in the first place.
+the same for objects of unknown angle (``angle_known`` False), whose labels are AABBs in the first place.
 
 Two assigners share that similarity:
 

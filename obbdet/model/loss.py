@@ -5,13 +5,16 @@ sum ``loss``. All terms are normalized by the number of positive anchors in the 
 
 - ``loss_cls``: sigmoid focal loss over non-ignored anchors.
 - ``loss_box``: Huber on the deltas of ``obbdet.model.coder`` (centre offsets, log long side, log short side).
-  For ``aabb_only`` samples (labels without an angle) the predicted OBB's axis-aligned extents
-  ``(w |cos a| + h |sin a|, w |sin a| + h |cos a|)`` are regressed onto the labelled AABB instead, so the sizes
-  are supervised without inventing an angle.
+  For GT objects whose angle is unknown (``angle_known`` False: labelled by an axis-aligned box only) the
+  predicted OBB's axis-aligned hull ``(w |cos a| + h |sin a|, w |sin a| + h |cos a|)`` is regressed onto the
+  labelled AABB instead (centre offsets and log hull extents, see :func:`aabb_extent_deltas`): the AABB is
+  all that is known, so the sizes and centre are supervised without inventing an angle, and the angle only
+  gets the bounded pull towards orientations consistent with that AABB.
 - ``loss_angle``: Huber on the ``(cos 2a, sin 2a)`` vector, weighted by the box anisotropy
   ``min(1, ((w - h) / (w + h)) / ANISOTROPY_FULL)``: a square box has no orientation, so its angle term
   vanishes and the loss is the same for ``a`` and ``a + 90 deg`` (both describe it); the weight goes to zero
-  continuously, so the loss stays continuous as a box becomes square. ``aabb_only`` samples contribute none.
+  continuously, so the loss stays continuous as a box becomes square. Objects of unknown angle contribute
+  none (their le90 box says angle 0 or -pi/2 only because an AABB was stored as a box).
 - ``loss_heading``: Huber on ``(cos h, sin h)`` for GT with a known heading (only with a heading head).
 """
 from __future__ import annotations
@@ -25,6 +28,11 @@ from obbdet.model.anchors import AnchorSet, label_anchors, label_anchors_atss
 from obbdet.model.coder import anchor_centre_size, decode_sizes, encode_xywha, heading_to_vec
 
 ANISOTROPY_FULL = 0.1  # (w-h)/(w+h) at which the angle term reaches full weight (aspect ratio ~1.22)
+# Predicted angle vectors shorter than this are scaled by 1 / HULL_MIN_NORM instead of normalized, so the hull
+# term's gradient stays bounded when the head outputs a near-zero vector (an untrained head does); the
+# known-angle term trains the vectors to unit length, where the hull is exactly the decoded box's.
+HULL_MIN_NORM = 0.5
+_MIN_SQUARED_EXTENT = 1e-12  # (anchor scales)^2: keeps log() finite for absurdly small predicted sides
 LOSS_NAMES = ("loss_cls", "loss_box", "loss_angle", "loss_heading")
 
 
@@ -44,19 +52,37 @@ def angle_weight(boxes: torch.Tensor) -> torch.Tensor:
     return (anisotropy / ANISOTROPY_FULL).clamp(0.0, 1.0)
 
 
-def aabb_extent_deltas(pred_deltas: torch.Tensor, pred_angle_vec: torch.Tensor,
-                       anchors_xyxy: torch.Tensor) -> torch.Tensor:
-    """Deltas ``[N, 4]`` of the AABB of predicted OBBs (centre offsets kept, sizes = log AABB extents / s)."""
-    _, _, _, _, scale = anchor_centre_size(anchors_xyxy)
-    w, h = decode_sizes(pred_deltas, scale)
-    unit = pred_angle_vec / pred_angle_vec.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-    cos2 = unit[:, 0]
-    abs_cos = torch.sqrt(((1 + cos2) / 2).clamp(min=1e-8))  # |cos a|
-    abs_sin = torch.sqrt(((1 - cos2) / 2).clamp(min=1e-8))  # |sin a|
-    extent_x = w * abs_cos + h * abs_sin
-    extent_y = w * abs_sin + h * abs_cos
+def aabb_extent_deltas(pred_deltas: torch.Tensor, pred_angle_vec: torch.Tensor) -> torch.Tensor:
+    """Deltas ``[N, 4]`` of the axis-aligned hull of predicted OBBs: the predicted centre offsets, and the log
+    hull extents over the anchor scale ``s`` (comparable with :func:`aabb_target_deltas`).
+
+    pred_deltas ``[N, 4]`` (sizes already relative to the anchor scale), pred_angle_vec ``[N, 2]``
+    ``(cos 2a, sin 2a)`` of any length.
+
+    Why this form: the hull of a ``w x h`` box at angle ``a`` has extents ``ex = w |cos a| + h |sin a|`` and
+    ``ey = w |sin a| + h |cos a|``. Written with ``|cos a| = sqrt((1 + cos 2a) / 2)`` the derivative is
+    infinite where ``|cos a|`` or ``|sin a|`` is 0, i.e. at exactly the axis-aligned predictions an AABB label
+    pulls towards. Squared, with ``(c, t) = (cos 2a, sin 2a)``, the extents are polynomials in ``c`` and
+    ``|t|``::
+
+        ex^2 = w^2 (1 + c) / 2 + h^2 (1 - c) / 2 + w h |t|      ey^2 = w^2 (1 - c) / 2 + h^2 (1 + c) / 2 + w h |t|
+
+    and never fall below ``min(w, h)^2`` for ``|(c, t)| <= 1``, so ``log e = log(e^2) / 2`` has bounded
+    derivatives: ``|d log e / d a| <= max(w, h) / min(w, h)``, ``0 <= d log e / d log w <= 1`` (same for
+    ``h``), and the angle vector's length is floored at ``HULL_MIN_NORM``. Under the Huber penalty (slope at
+    most ``delta``) the hull term's gradient is therefore bounded everywhere. ``|t|`` has a kink at ``t = 0``:
+    at an axis-aligned target (the minimum) the Huber term is quadratic in ``|a|``, so the loss is smooth there.
+    """
+    w, h = decode_sizes(pred_deltas, torch.ones_like(pred_deltas[:, 0]))  # sides in anchor-scale units
+    norm = pred_angle_vec.norm(dim=-1, keepdim=True).clamp(min=HULL_MIN_NORM)
+    cos2, abs_sin2 = (pred_angle_vec / norm).unbind(-1)
+    abs_sin2 = abs_sin2.abs()
+    along, across = (1 + cos2) / 2, (1 - cos2) / 2  # cos^2 a, sin^2 a for a unit vector
+    cross = w * h * abs_sin2  # 2 w h |cos a sin a|
+    extent_x_sq = (w * w * along + h * h * across + cross).clamp(min=_MIN_SQUARED_EXTENT)
+    extent_y_sq = (w * w * across + h * h * along + cross).clamp(min=_MIN_SQUARED_EXTENT)
     return torch.stack([pred_deltas[:, 0], pred_deltas[:, 1],
-                        torch.log(extent_x / scale), torch.log(extent_y / scale)], dim=-1)
+                        0.5 * torch.log(extent_x_sq), 0.5 * torch.log(extent_y_sq)], dim=-1)
 
 
 def aabb_target_deltas(gt_boxes: torch.Tensor, anchors_xyxy: torch.Tensor) -> torch.Tensor:
@@ -69,13 +95,26 @@ def aabb_target_deltas(gt_boxes: torch.Tensor, anchors_xyxy: torch.Tensor) -> to
                         torch.log(extent_x / scale), torch.log(extent_y / scale)], dim=-1)
 
 
+def _target_angle_known(target: dict, device) -> torch.Tensor:
+    """``[N]`` bool angle mask of one target dict (``angle_known``, else ``not aabb_only`` for every object)."""
+    n = len(target["boxes"])
+    known = target.get("angle_known")
+    if known is None:
+        return torch.full((n,), not bool(target.get("aabb_only", False)), dtype=torch.bool, device=device)
+    known = torch.as_tensor(known, device=device).bool().reshape(-1)
+    if len(known) != n:
+        raise ValueError(f"target has {n} boxes but {len(known)} angle_known flags")
+    return known
+
+
 class OBBCriterion(nn.Module):
     """Turns the detector's raw outputs and the batch's targets into named losses.
 
     outputs: dict with ``cls_logits [B, A, C]``, ``box_deltas [B, A, 4]``, ``angle_vec [B, A, 2]`` and
     optionally ``heading_vec [B, A, 2]``. targets: one dict per image with ``boxes [N, 5]`` float xywha (le90,
-    pixels of the network input), ``labels [N]`` int64, ``difficult [N]`` bool, ``aabb_only`` bool and
-    optionally ``heading [N]`` float (NaN where unknown). anchors: the ``AnchorSet`` of the batch's input size
+    pixels of the network input), ``labels [N]`` int64, ``difficult [N]`` bool, ``angle_known [N]`` bool
+    (absent: all True, or all ``not aabb_only`` for a legacy per-image ``aabb_only`` bool) and optionally
+    ``heading [N]`` float (NaN where unknown). anchors: the ``AnchorSet`` of the batch's input size
     (``Detector.anchors_for(H, W)``).
     """
 
@@ -139,16 +178,15 @@ class OBBCriterion(nn.Module):
     def _gather_positives(self, targets, anchors_xyxy, positive, matched):
         """Per-positive GT rows and flags, in the order of ``positive.nonzero()``."""
         img_idx, anchor_idx = positive.nonzero(as_tuple=True)
-        boxes, heading, aabb_only = [], [], []
+        boxes, heading, angle_known = [], [], []
         for b, target in enumerate(targets):
             sel = matched[b, anchor_idx[img_idx == b]]
             boxes.append(target["boxes"].float()[sel])
             head = target.get("heading")
             heading.append(head.float()[sel] if head is not None else
                            torch.full((len(sel),), float("nan"), device=positive.device))
-            aabb_only.append(torch.full((len(sel),), bool(target.get("aabb_only", False)),
-                                        dtype=torch.bool, device=positive.device))
-        return img_idx, anchor_idx, torch.cat(boxes), torch.cat(heading), torch.cat(aabb_only)
+            angle_known.append(_target_angle_known(target, positive.device)[sel])
+        return img_idx, anchor_idx, torch.cat(boxes), torch.cat(heading), torch.cat(angle_known)
 
     def _regression_losses(self, outputs, targets, anchors_xyxy, positive, matched, num_pos) -> dict:
         zero = outputs["box_deltas"].sum() * 0.0  # keeps the graph (DDP needs every output used)
@@ -157,21 +195,24 @@ class OBBCriterion(nn.Module):
             losses["loss_heading"] = zero + outputs["heading_vec"].sum() * 0.0
         if not positive.any():
             return losses
-        img_idx, anchor_idx, gt_boxes, gt_heading, aabb_only = self._gather_positives(
+        img_idx, anchor_idx, gt_boxes, gt_heading, angle_known = self._gather_positives(
             targets, anchors_xyxy, positive, matched)
         anchors = anchors_xyxy[anchor_idx]
         pred_deltas = outputs["box_deltas"][img_idx, anchor_idx].float()
         pred_angle = outputs["angle_vec"][img_idx, anchor_idx].float()
         gt_deltas, gt_angle = encode_xywha(gt_boxes, anchors)
 
-        # OBB samples: deltas of the box itself; aabb_only samples: deltas of the predicted box's AABB
-        if aabb_only.any():
-            pred_deltas = torch.where(aabb_only[:, None], aabb_extent_deltas(pred_deltas, pred_angle, anchors),
-                                      pred_deltas)
-            gt_deltas = torch.where(aabb_only[:, None], aabb_target_deltas(gt_boxes, anchors), gt_deltas)
+        # known angle: deltas of the box itself; unknown angle: deltas of the predicted box's axis-aligned hull
+        # against the labelled AABB. The hull is computed for those rows only, so the other rows' values (and
+        # gradients) are exactly those of the plain box term.
+        unknown = ~angle_known
+        if unknown.any():
+            pred_deltas = pred_deltas.index_put(
+                (unknown,), aabb_extent_deltas(pred_deltas[unknown], pred_angle[unknown]))
+            gt_deltas = gt_deltas.index_put((unknown,), aabb_target_deltas(gt_boxes[unknown], anchors[unknown]))
         losses["loss_box"] = losses["loss_box"] + self._huber(pred_deltas, gt_deltas).sum() / (num_pos * 4)
 
-        weight = angle_weight(gt_boxes) * (~aabb_only).float()
+        weight = angle_weight(gt_boxes) * angle_known.float()
         angle_term = self._huber(pred_angle, gt_angle).sum(-1) * weight
         losses["loss_angle"] = losses["loss_angle"] + angle_term.sum() / (num_pos * 2)
 
