@@ -13,10 +13,15 @@ def main(argv=None) -> int:
     parser.add_argument("config", help="registry config (YAML)")
     parser.add_argument("--no-cache", action="store_true", help="parse every dataset, ignoring the annotation cache")
     parser.add_argument("--epochs", type=int, default=0, help="also print the per-dataset draws of the first N epochs")
+    parser.add_argument("--vehicle-width", type=float, default=None, metavar="PX",
+                        help="the common training car width (data.vehicle_width): show each dataset's car width "
+                             "after resampling to it")
+    parser.add_argument("--main-class", default="car", help="the class whose width is measured (data.main_class)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        registry = build_registry(args.config, cache=False if args.no_cache else None)
+        registry = build_registry(args.config, cache=False if args.no_cache else None,
+                                  vehicle_width=args.vehicle_width, main_class=args.main_class)
     except (OSError, ValueError) as exc:  # config errors, malformed labels (file and line), missing folders
         print(f"error: {exc}", file=sys.stderr)
         return 2

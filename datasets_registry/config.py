@@ -17,9 +17,16 @@
         val_fraction: 0.05          # the split ratio: images held out for validation
         group_by: '^(\\d{3})'       # regex on the image file name: one group never straddles the split
         role: both                  # both (split), train (all training) or val (all validation)
+        vehicle_width: 12           # a car's width in its pixels (or gsd: 0.15, metres per pixel); neither:
+                                    # measured from its labels (median short side of the main class)
+        box_scale: {width: 0.93}    # factors on every box's short (width) / long (length) side: loose labels
+        depth: bits:12              # reading 16-bit files: bits:N, percentile[:LOW,HIGH] or range:MIN,MAX
+        bands: [0, 1, 2]            # the three 0-based bands of the file that make the RGB image
 
-``build_registry(config)`` imports every dataset (through the annotation cache), maps its classes, splits
-it and returns a :class:`Registry`; ``registry.summary_table()`` is the start-up table.
+``build_registry(config, vehicle_width=16)`` imports every dataset (through the annotation cache), maps its
+classes, applies ``box_scale``, resolves its car width (:mod:`datasets_registry.scale`), records in each
+sample's meta the resampling factor to the common ``vehicle_width`` and the reading options, splits it and
+returns a :class:`Registry`; ``registry.summary_table()`` is the start-up table.
 """
 from __future__ import annotations
 
@@ -42,13 +49,15 @@ from .common import ImportSummary
 from .errors import RegistryConfigError
 from .quotas import resolve_quotas
 from .registry import DEFAULT_CLASS_MAPS, available, import_native
+from .scale import SCALE_KEYS, ScaleOptions, WidthReport, apply_box_scale, format_widths, parse_scale_options, \
+    resolve_width, tag_samples
 
 logger = logging.getLogger(__name__)
 
 ROLES = ("both", "train", "val")
 TOP_KEYS = ("seed", "classes", "samples_per_epoch", "strict", "cache", "datasets")
 DATASET_KEYS = ("name", "type", "root", "options", "class_map", "quota", "weight", "val_fraction", "group_by", "role",
-                "strict")
+                "strict", *SCALE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class DatasetConfig:
     group_by: str | None = None
     role: str = "both"
     strict: bool | None = None
+    scale: ScaleOptions = field(default_factory=ScaleOptions)  # vehicle_width / gsd, box_scale, depth, bands
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ def load_registry_config(source) -> RegistryConfig:
     if isinstance(source, RegistryConfig):
         return source
     base = Path.cwd()
+    origin = "registry config"
     if isinstance(source, (str, Path)):
         path = Path(source)
         with open(path, encoding="utf-8") as handle:
@@ -97,28 +108,29 @@ def load_registry_config(source) -> RegistryConfig:
             except yaml.YAMLError as exc:
                 raise RegistryConfigError(f"{path}: not valid YAML ({exc})") from None
         base = path.resolve().parent
+        origin = f"registry config {path}"  # errors name the file
     if not isinstance(source, Mapping):
-        raise RegistryConfigError("registry config must be a mapping with a 'datasets' list")
-    return _parse_config(source, base)
+        raise RegistryConfigError(f"{origin} must be a mapping with a 'datasets' list")
+    return _parse_config(source, base, origin)
 
 
-def _parse_config(data: Mapping, base: Path) -> RegistryConfig:
-    _check_keys(data, TOP_KEYS, "registry config")
+def _parse_config(data: Mapping, base: Path, origin: str = "registry config") -> RegistryConfig:
+    _check_keys(data, TOP_KEYS, origin)
     entries = data.get("datasets")
     if not isinstance(entries, list) or not entries:
-        raise RegistryConfigError("registry config: 'datasets' must be a non-empty list")
+        raise RegistryConfigError(f"{origin}: 'datasets' must be a non-empty list")
     classes = tuple(data.get("classes") or DEFAULT_CLASSES)
     if IGNORE in classes or len(set(classes)) != len(classes):
-        raise RegistryConfigError(f"registry config: classes must be unique and not {IGNORE!r}: {list(classes)}")
-    datasets = tuple(_parse_dataset(entry, i, base) for i, entry in enumerate(entries))
+        raise RegistryConfigError(f"{origin}: classes must be unique and not {IGNORE!r}: {list(classes)}")
+    datasets = tuple(_parse_dataset(entry, i, base, origin) for i, entry in enumerate(entries))
     names = [d.name for d in datasets]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise RegistryConfigError(f"registry config: dataset names must be unique (repeated: {duplicates}); "
+        raise RegistryConfigError(f"{origin}: dataset names must be unique (repeated: {duplicates}); "
                                   "set 'name' on each entry")
     samples = data.get("samples_per_epoch")
     if samples is not None and (not isinstance(samples, int) or samples <= 0):
-        raise RegistryConfigError(f"registry config: samples_per_epoch must be a positive integer, got {samples!r}")
+        raise RegistryConfigError(f"{origin}: samples_per_epoch must be a positive integer, got {samples!r}")
     cache = data.get("cache", True)
     if isinstance(cache, str):
         cache = str(_resolve_path(cache, base))
@@ -132,8 +144,8 @@ def _check_keys(data: Mapping, valid: Sequence[str], where: str) -> None:
         raise RegistryConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
 
 
-def _parse_dataset(entry, index: int, base: Path) -> DatasetConfig:
-    where = f"registry config datasets[{index}]"
+def _parse_dataset(entry, index: int, base: Path, origin: str = "registry config") -> DatasetConfig:
+    where = f"{origin} datasets[{index}]"
     if not isinstance(entry, Mapping):
         raise RegistryConfigError(f"{where}: each dataset must be a mapping")
     _check_keys(entry, DATASET_KEYS, where)
@@ -146,7 +158,8 @@ def _parse_dataset(entry, index: int, base: Path) -> DatasetConfig:
         root=None if entry.get("root") is None else str(_resolve_root(entry["root"], base, where)),
         options=dict(entry.get("options") or {}), class_map=entry.get("class_map"),
         quota=entry.get("quota"), weight=entry.get("weight"), val_fraction=_fraction(entry, where),
-        group_by=entry.get("group_by"), role=entry.get("role", "both"), strict=entry.get("strict"))
+        group_by=entry.get("group_by"), role=entry.get("role", "both"), strict=entry.get("strict"),
+        scale=parse_scale_options(entry, where))
     _check_dataset(config, where)
     return config
 
@@ -242,7 +255,7 @@ def split_train_val(samples: Sequence[Sample], val_fraction: float, group_by: st
 
 @dataclass
 class DatasetReport:
-    """What one dataset contributes: images, quota, objects per unified class, drops and skips."""
+    """What one dataset contributes: images, quota, objects per unified class, drops and skips, car width."""
 
     config: DatasetConfig
     train_images: int
@@ -252,6 +265,7 @@ class DatasetReport:
     val_objects: Counter
     mapping: MappingReport
     summary: ImportSummary
+    width: WidthReport | None = None
 
 
 class Registry:
@@ -259,14 +273,18 @@ class Registry:
 
     ``train`` is the concatenation of the datasets' training samples in config order (``train_sizes`` per
     dataset), the index space of :class:`~datasets_registry.sampler.VirtualEpochSampler`; ``val`` likewise.
+    ``vehicle_width``: the common car width the images are resampled to (None: not resampled), of ``main_class``.
     """
 
-    def __init__(self, config: RegistryConfig, train: list[Sample], val: list[Sample], reports: list[DatasetReport]):
+    def __init__(self, config: RegistryConfig, train: list[Sample], val: list[Sample], reports: list[DatasetReport],
+                 *, vehicle_width: float | None = None, main_class: str = "car"):
         self.config = config
         self.classes = config.classes
         self.train = train
         self.val = val
         self.reports = reports
+        self.vehicle_width = vehicle_width
+        self.main_class = main_class
 
     @property
     def train_sizes(self) -> list[int]:
@@ -289,18 +307,26 @@ class Registry:
 
     def summary_table(self) -> str:
         """The start-up table: per dataset ``used/available`` training images (used = drawn per virtual epoch),
-        validation images and objects per class (train + val), then training and validation totals, the
-        class routes and the import skips."""
+        validation images and objects per class (train + val), then training and validation totals, each
+        dataset's car width before (given or measured) and after resampling, the class routes and the import
+        skips."""
         return format_summary_table(self)
 
 
-def build_registry(config, *, cache=None) -> Registry:
+def build_registry(config, *, cache=None, vehicle_width: float | None = None, main_class: str = "car") -> Registry:
     """Import, map and split every dataset of ``config`` (a YAML path, dict or :class:`RegistryConfig`).
 
     cache: overrides the config's ``cache`` (True, False or a folder).
+    vehicle_width: the common training car width in pixels (``data.vehicle_width``): each dataset whose car
+        width is given or measured gets ``meta['scale'] = vehicle_width / its width`` on every sample; None:
+        no resampling.
+    main_class: the unified class whose boxes' median short side is a dataset's measured car width.
     """
     config = load_registry_config(config)
     cache = config.cache if cache is None else cache
+    if vehicle_width is not None and not vehicle_width > 0:
+        raise ValueError(f"vehicle_width must be > 0 (the common training car width in pixels), got {vehicle_width}")
+    main_index = config.classes.index(main_class) if main_class in config.classes else None
     prepared = []
     for dataset in config.datasets:
         summary = ImportSummary(dataset=dataset.name)
@@ -314,18 +340,21 @@ def build_registry(config, *, cache=None) -> Registry:
             sample.source = dataset.name
         class_map = DEFAULT_CLASS_MAPS.get(dataset.type, {}) if dataset.class_map is None else dataset.class_map
         mapped, mapping = apply_class_map(samples, config.classes, class_map, dataset=dataset.name)
+        apply_box_scale(mapped, dataset.scale.box_scale)
+        width = resolve_width(dataset.scale, mapped, main_index, vehicle_width)
+        tag_samples(mapped, dataset.scale, width.factor)
         train, val = _assign(mapped, dataset, config.seed)
-        prepared.append((dataset, train, val, mapping, summary))
-    quotas = resolve_quotas([len(t) for _, t, _, _, _ in prepared], [d.quota for d, *_ in prepared],
+        prepared.append((dataset, train, val, mapping, summary, width))
+    quotas = resolve_quotas([len(p[1]) for p in prepared], [d.quota for d, *_ in prepared],
                             [d.weight for d, *_ in prepared], config.samples_per_epoch,
                             names=[d.name for d, *_ in prepared])
     reports, train_all, val_all = [], [], []
-    for (dataset, train, val, mapping, summary), quota in zip(prepared, quotas):
+    for (dataset, train, val, mapping, summary, width), quota in zip(prepared, quotas):
         reports.append(DatasetReport(dataset, len(train), len(val), int(quota), _count(train, config.classes),
-                                     _count(val, config.classes), mapping, summary))
+                                     _count(val, config.classes), mapping, summary, width))
         train_all.extend(train)
         val_all.extend(val)
-    registry = Registry(config, train_all, val_all, reports)
+    registry = Registry(config, train_all, val_all, reports, vehicle_width=vehicle_width, main_class=main_class)
     logger.info("dataset registry:\n%s", registry.summary_table())
     return registry
 
@@ -370,6 +399,8 @@ def format_summary_table(registry: Registry) -> str:
              "(used/avail: images drawn per virtual epoch / training images; val: validation images; class "
              "columns: objects in train + val)"]
     lines += _columns([header, *rows, None, *totals])
+    lines += format_widths([(r.config.name, r.width) for r in registry.reports if r.width is not None],
+                           registry.vehicle_width, registry.main_class)
     lines += _routes(registry)
     lines += _skips(registry)
     return "\n".join(lines)

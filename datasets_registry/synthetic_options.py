@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from .scale import CAR_WIDTH_M  # the vehicle_width option is the pixel width of a car this wide (as the registry's gsd)
+
 SYNTHETIC_CLASSES = ("car", "truck", "bus", "van")
-CAR_WIDTH_M = 1.8  # the vehicle_width option is the pixel width of a car this wide
 SCENE_KINDS = ("parking", "street", "suburb", "depot", "yard")
 
 

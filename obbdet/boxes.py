@@ -97,6 +97,30 @@ def scale_xywha_sides(boxes, width_scale: float = 1.0, length_scale: float = 1.0
     return scaled
 
 
+def scale_xywha(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Map boxes ``[N, 5]`` through ``x -> x * sx, y -> y * sy`` (a resized image: inference and training alike).
+
+    Equal factors scale centre and sides; unequal ones (rounding of the resized size, < 1 px over the image)
+    map the corners and refit the minimum-area rectangle, so the result stays exact. Returns float64 numpy.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, BOX_DIM)
+    if abs(sx - sy) <= 1e-12 * max(sx, sy):
+        out = boxes.copy()
+        out[:, :4] *= sx
+        return out
+    polys = xywha_to_poly(boxes) * np.array([sx, sy])
+    return poly_to_xywha(polys, warn=False)
+
+
+def scale_heading(heading: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """Headings ``[N]`` (radians, ``[-pi, pi)``, NaN unknown) after ``x -> x * sx, y -> y * sy``."""
+    heading = np.asarray(heading, dtype=np.float64)
+    if abs(sx - sy) <= 1e-12 * max(sx, sy):
+        return heading.copy()
+    turned = np.arctan2(np.sin(heading) * sy, np.cos(heading) * sx)
+    return np.where(turned >= math.pi, turned - 2 * math.pi, turned)
+
+
 def xywha_to_poly(boxes):
     """Corners ``[..., 4, 2]`` of boxes ``[..., 5]`` (any angle convention where ``a`` is the ``w`` direction).
 

@@ -72,6 +72,10 @@ class DataConfig:
     val_batch_size: int = 8
     workers: int = -1  # DataLoader workers per process; -1: automatic
     scale: float = 1.0  # images (training and validation) are resized by this before cropping / letterboxing
+    vehicle_width: float | None = None  # the common training car width in px (16 suits obbdet_tiny, as the
+    # quickstart scenes' 12-24 px cars): each registry dataset is resampled by vehicle_width / its car width
+    # (given as vehicle_width or gsd in the registry YAML, else measured from its labels). None: no per-dataset
+    # resampling. Excludes data.scale != 1; the synthetic scenes (no registry) are not resampled
     rotate_prob: float = 0.5  # probability of the random-rotation augmentation
     scale_jitter: float = 0.1  # training crops are scaled log-uniformly in [1 / (1 + j), 1 + j]. Small by design:
     # infer.py rescales images so that vehicles have the training width, so absolute size is a reliable cue
@@ -371,6 +375,12 @@ def validate_config(cfg: RunConfig) -> None:
             raise ConfigError(f"config: {section}.{name} must be in [0, 1]")
     if cfg.data.scale_jitter < 0:
         raise ConfigError("config: data.scale_jitter must be >= 0")
+    if cfg.data.vehicle_width is not None:
+        if not cfg.data.vehicle_width > 0:
+            raise ConfigError("config: data.vehicle_width must be > 0 (the common training car width in px) or null")
+        if cfg.data.scale != 1.0:  # two resizes of one image would leave cars at neither width
+            raise ConfigError("config: give data.vehicle_width (per-dataset resampling) or data.scale (one factor "
+                              "for every image), not both")
     if not 0.0 <= cfg.loss.unmatch_iou <= cfg.loss.match_iou <= 1.0:
         raise ConfigError("config: need 0 <= loss.unmatch_iou <= loss.match_iou <= 1")
 

@@ -24,26 +24,60 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from obbdet.boxes import BOX_DIM
-from obbdet.imageio import PAD_GREY, ImageReadError, read_image_rgb
+from obbdet.boxes import BOX_DIM, scale_heading, scale_xywha
+from obbdet.imageio import DEFAULT_DEPTH, PAD_GREY, DepthScaling, ImageReadError, read_image_rgb, resize_image
 from obbdet.structures import Sample, angle_known_flags
 
 logger = logging.getLogger(__name__)
 
 
 def load_image_rgb(sample_or_path) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB of a Sample (honouring ``meta['crop'] = (x0, y0, x1, y1)``) or of a path.
+    """``[H, W, 3]`` uint8 RGB of a Sample or of a path.
+
+    A Sample's meta says how: ``meta['depth']`` (a DepthScaling or its spelling, e.g. ``bits:12``) and
+    ``meta['bands']`` are passed to the reader, ``meta['crop'] = (x0, y0, x1, y1)`` cuts the image, then
+    ``meta['scale']`` resizes it (the registry's resampling of a dataset to the common car width);
+    :func:`load_sample` maps the boxes alike.
 
     Read by :func:`obbdet.imageio.read_image_rgb`, the reader inference uses too. Raises ImageReadError
     naming the file when it is missing or cannot be decoded.
     """
-    path = sample_or_path.image_path if isinstance(sample_or_path, Sample) else sample_or_path
-    image = read_image_rgb(path)
-    crop = sample_or_path.meta.get("crop") if isinstance(sample_or_path, Sample) else None
+    if not isinstance(sample_or_path, Sample):
+        return np.ascontiguousarray(read_image_rgb(sample_or_path))
+    return _read_sample(sample_or_path)[0]
+
+
+def _read_sample(sample: Sample) -> tuple[np.ndarray, tuple[float, float]]:
+    """The image of a Sample and the exact per-axis factors ``(sx, sy)`` of its ``meta['scale']`` resize."""
+    meta = sample.meta
+    depth = meta.get("depth") or DEFAULT_DEPTH
+    if isinstance(depth, str):
+        depth = DepthScaling.parse(depth)
+    image = read_image_rgb(sample.image_path, depth=depth, bands=meta.get("bands"))
+    crop = meta.get("crop")
     if crop is not None:
         x0, y0, x1, y1 = (int(v) for v in crop)
         image = image[y0:y1, x0:x1]
-    return np.ascontiguousarray(image)
+    # Rounded sizes make sx, sy differ slightly from the scale: boxes are mapped by the factors, not the scale.
+    image, factors = resize_image(image, float(meta.get("scale", 1.0)))
+    return np.ascontiguousarray(image), factors
+
+
+def load_sample(sample: Sample) -> tuple[np.ndarray, dict]:
+    """``(image, numpy target)`` of a Sample as the transforms receive them: :func:`load_image_rgb`'s image
+    and :func:`sample_target`'s target, its boxes and headings mapped through the image's resize."""
+    image, (sx, sy) = _read_sample(sample)
+    return image, scale_target(sample_target(sample), sx, sy)
+
+
+def scale_target(target: dict, sx: float, sy: float) -> dict:
+    """A numpy target dict after its image is resized by ``x -> x * sx, y -> y * sy`` (boxes and headings)."""
+    if sx == 1.0 and sy == 1.0:
+        return target
+    out = dict(target, boxes=scale_xywha(target["boxes"], sx, sy).astype(np.float32))
+    if target.get("heading") is not None:
+        out["heading"] = scale_heading(target["heading"], sx, sy).astype(np.float32)
+    return out
 
 
 def sample_target(sample: Sample) -> dict:
@@ -108,13 +142,12 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int):
         sample = self.samples[index]
         try:
-            image = load_image_rgb(sample)
+            image, target = load_sample(sample)
         except ImageReadError as exc:
             if sample.image_path not in self._reported:
                 logger.warning("skipping image: %s", exc)
                 self._reported.add(sample.image_path)
             return None
-        target = sample_target(sample)
         if self.transform is not None:
             image, target = self.transform(image, target)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()

@@ -173,6 +173,22 @@ def read_image_rgb(path, *, depth: DepthScaling = DEFAULT_DEPTH, bands: Sequence
     return np.ascontiguousarray(image)
 
 
+def resize_image(image: np.ndarray, scale: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resize ``[H, W, 3]`` by ``scale`` (sizes rounded, at least 1 px).
+
+    Returns the resized image and the exact per-axis factors ``(sx, sy) = (new_w / W, new_h / H)`` that map
+    image coordinates to resized coordinates (pixel-corner convention: ``x_new = x * sx``, as cv2.resize
+    and albumentations use). INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging.
+    """
+    height, width = image.shape[:2]
+    if scale == 1.0:
+        return image, (1.0, 1.0)
+    new_w, new_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    return resized, (new_w / width, new_h / height)
+
+
 def write_image_rgb(path, image_rgb: np.ndarray, *, jpeg_quality: int = 92) -> None:
     """Write an RGB image atomically; the format follows the file extension (``.jpg``, ``.png``, ...)."""
     path = Path(path)

@@ -116,7 +116,7 @@ def registry_sources(data_cfg) -> DataSources:
     """Samples from a registry config file (``data.registry``); its quotas define the virtual epoch."""
     from obbdet.datasets_registry import build_registry
 
-    registry = build_registry(data_cfg.registry)
+    registry = build_registry(data_cfg.registry, vehicle_width=data_cfg.vehicle_width, main_class=data_cfg.main_class)
     print(registry.summary_table(), flush=True)
     return DataSources(registry.train, registry.val, list(registry.classes), list(registry.train_sizes),
                        quotas=list(registry.quotas), names=[r.config.name for r in registry.reports])
@@ -127,6 +127,8 @@ def build_sources(cfg: RunConfig, render_workers: int = 0, progress: bool = True
     if cfg.data.registry:
         sources = registry_sources(cfg.data)
     else:
+        if cfg.data.vehicle_width is not None:
+            logger.warning("data.vehicle_width resamples registry datasets; the synthetic scenes are used as rendered")
         sources = synthetic_sources(cfg.data, render_workers, progress)
     if not sources.train:
         raise ValueError("no training samples")
