@@ -5,7 +5,8 @@ le90 normalization is not required). Numpy input is computed in float64 and neve
 can use it; torch input runs on the tensor's device (CPU or CUDA) in the input dtype (float16/bfloat16 are
 computed in float32), or in float64 when ``dtype=torch.float64`` is asked.
 
-Algorithm (exact, branch-free, fixed shapes, no sorting of points, no tolerances): put box B's corners in box
+Algorithm (exact, branch-free, fixed shapes, no sorting of points, no tolerances unless ``tol_rel`` asks for
+them, as NMS does: :func:`intersection_area_pairs`, the one rotated intersection): put box B's corners in box
 A's frame, where A is the axis-aligned rectangle ``[x_lo, x_hi] x [y_lo, y_hi]``, and map B's boundary through
 the clamp ``(x, y) -> (clip(x, x_lo, x_hi), clip(y, y_lo, y_hi))``. For a point p strictly inside A, the image
 curve meets the horizontal ray from p exactly where B's boundary does (clamping changes neither points at
@@ -45,6 +46,8 @@ __all__ = [
     "box_iou_rotated",
     "box_iou_rotated_sparse",
     "intersection_area_rotated",
+    "intersection_area_pairs",
+    "trig_rows",
     "aabb_overlap_pairs",
 ]
 
@@ -178,10 +181,20 @@ def _clamp_polygon_to_box_numpy(x, y, x_lo, x_hi, y_lo, y_hi):
 
 
 def _shoelace(xs, ys, xp):
-    """Signed areas ``[P]`` of closed polygons ``(xs [K, P], ys [K, P])``."""
+    """Signed areas ``[P]`` of closed polygons ``(xs [K, P], ys [K, P])``.
+
+    Numpy adds the ``K`` terms row after row, so a pair's area never depends on how many pairs are computed
+    with it (a library reduction sums a single pair's contiguous column in another order): NMS, which
+    intersects pairs in batches of every size, gets the bits :func:`box_iou_rotated` reports.
+    """
     if xp is np:
-        twice = np.einsum("kp,kp->p", xs[:-1], ys[1:]) - np.einsum("kp,kp->p", xs[1:], ys[:-1])
-        twice += xs[-1] * ys[0] - xs[0] * ys[-1]
+        last = xs.shape[0] - 1
+        forward, backward = xs[0] * ys[1], xs[1] * ys[0]
+        for k in range(1, last):
+            forward += xs[k] * ys[k + 1]
+            backward += xs[k + 1] * ys[k]
+        twice = forward - backward
+        twice += xs[last] * ys[0] - xs[0] * ys[last]
         return 0.5 * twice
     return 0.5 * (xs * _roll_next(ys, xp) - _roll_next(xs, xp) * ys).sum(0)
 
@@ -209,8 +222,20 @@ def _with_trig(boxes, xp):
                     axis=1)
 
 
-def _intersection_area_kernel(t1, t2, xp):
-    """Exact intersection areas ``[P]`` of aligned pairs of :func:`_with_trig` rows ``t1 [P, 6]``, ``t2 [P, 6]``."""
+def _snap_right_angles(cos_d, sin_d, tol_rel, xp):
+    """A relative angle within ``tol_rel`` of a multiple of 90 degrees becomes that multiple exactly (cosine and
+    sine in {-1, 0, 1}), so edges parallel at that resolution are parallel: +-90 degree twins, squares turned
+    by 90 degrees and float32 angles next to +-pi/2 share their edges instead of crossing at a sliver."""
+    zero = xp.zeros_like(cos_d)
+    snap_sin = xp.abs(sin_d) <= tol_rel
+    snap_cos = xp.abs(cos_d) <= tol_rel
+    return (xp.where(snap_sin, xp.sign(cos_d), xp.where(snap_cos, zero, cos_d)),
+            xp.where(snap_cos, xp.sign(sin_d), xp.where(snap_sin, zero, sin_d)))
+
+
+def _intersection_area_kernel(t1, t2, xp, tol_rel: float = 0.0):
+    """Exact intersection areas ``[P]`` of aligned pairs of :func:`_with_trig` rows ``t1 [P, 6]``, ``t2 [P, 6]``,
+    resolved to ``tol_rel`` when it is positive (:func:`intersection_area_pairs`)."""
     cx1, cy1, w1, h1, cos1, sin1 = (t1[:, i] for i in range(6))
     cx2, cy2, w2, h2, cos2, sin2 = (t2[:, i] for i in range(6))
     rel_x, rel_y = cx2 - cx1, cy2 - cy1  # relative first: precision at large coordinates
@@ -218,6 +243,8 @@ def _intersection_area_kernel(t1, t2, xp):
     v = -rel_x * sin1 + rel_y * cos1
     cos_d = cos2 * cos1 + sin2 * sin1  # box 2's angle relative to box 1
     sin_d = sin2 * cos1 - cos2 * sin1
+    if tol_rel:
+        cos_d, sin_d = _snap_right_angles(cos_d, sin_d, tol_rel, xp)
     # work relative to box 2's centre clamped into box 1: every point of the clipped polygon is within one
     # box-size of it, which keeps rounding proportional to the boxes, not to their distance from box 1's centre
     half_w1, half_h1 = w1 / 2, h1 / 2
@@ -237,32 +264,30 @@ def _intersection_area_kernel(t1, t2, xp):
     area = _shoelace(xs, ys, xp)
     zero = xp.zeros_like(area)
     area = xp.minimum(xp.maximum(area, zero), xp.minimum(w1 * h1, w2 * h2))  # rounding only
+    if tol_rel:
+        # round-off floor, relative to the pair's largest half side: boxes that touch along an edge whose
+        # position is itself rounded (a row of rotated cars) intersect in exactly 0, not in noise
+        half = xp.maximum(xp.maximum(w1, h1), xp.maximum(w2, h2)) / 2
+        area = xp.where(area <= tol_rel * half * half, zero, area)
     return xp.where(_separated(u, v, cos_d, sin_d, w1, h1, w2, h2, xp), zero, area)
 
 
-def _kernel(t1, t2, xp):
-    if xp is np:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _intersection_area_kernel(t1, t2, xp)
-    return _intersection_area_kernel(t1, t2, xp)
+def _row_intersections(t1, t2, idx1, idx2, xp, tol_rel: float = 0.0):
+    """Intersection areas ``[K]`` of the pairs ``(t1[idx1[k]], t2[idx2[k]])`` of :func:`_with_trig` rows,
+    gathered and computed in chunks of bounded size (in cache for numpy, large for GPUs)."""
+    chunk = (TORCH_CUDA_CHUNK_PAIRS if t1.device.type == "cuda" else TORCH_CPU_CHUNK_PAIRS) if is_torch(t1) \
+        else NUMPY_CHUNK_PAIRS
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 and x/0 crossings are resolved by the clamps
+        parts = [_intersection_area_kernel(t1[idx1[s:s + chunk]], t2[idx2[s:s + chunk]], xp, tol_rel)
+                 for s in range(0, max(len(idx1), 1), chunk)]
+    return parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=0)
 
 
-def _chunk_pairs(b1) -> int:
-    if not is_torch(b1):
-        return NUMPY_CHUNK_PAIRS
-    return TORCH_CUDA_CHUNK_PAIRS if b1.device.type == "cuda" else TORCH_CPU_CHUNK_PAIRS
-
-
-def _pair_intersections(b1, b2, idx1, idx2, xp):
+def _pair_intersections(b1, b2, idx1, idx2, xp, tol_rel: float = 0.0):
     """Intersection areas ``[K]`` of pairs ``(b1[idx1[k]], b2[idx2[k]])``, computed in bounded-size chunks."""
-    count = len(idx1)
-    chunk = _chunk_pairs(b1)
-    t1, t2 = _with_trig(b1, xp), _with_trig(b2, xp)
-    if count <= chunk:
-        return _kernel(t1[idx1], t2[idx2], xp)
-    parts = [_kernel(t1[idx1[s:s + chunk]], t2[idx2[s:s + chunk]], xp)
-             for s in range(0, count, chunk)]
-    return xp.concatenate(parts, axis=0)
+    t1 = _with_trig(b1, xp)
+    t2 = t1 if b2 is b1 else _with_trig(b2, xp)
+    return _row_intersections(t1, t2, idx1, idx2, xp, tol_rel)
 
 
 def _iou_from_areas(inter, area1, area2, xp):
@@ -307,18 +332,45 @@ def _dense_overlap_pairs(aabb1, aabb2, xp):
 # Public API
 # ---------------------------------------------------------------------------------------------------
 
-def intersection_area_rotated(boxes1, boxes2, *, dtype=None):
+def intersection_area_rotated(boxes1, boxes2, *, dtype=None, tol_rel: float = 0.0):
     """Exact intersection areas ``[N]`` of aligned pairs of rotated boxes ``boxes1 [N, 5]``, ``boxes2 [N, 5]``.
 
     Boxes are ``xywha`` (pixels, radians; any angle range). Numpy in -> float64 numpy out (or ``dtype``);
     torch in -> tensor on the same device, in the input dtype unless ``dtype`` is given. No gradients.
+    ``tol_rel``: see :func:`intersection_area_pairs` (0: the exact areas).
     """
     b1, b2, out_dtype, xp = _prepare(boxes1, boxes2, dtype)
     if b1.shape[0] != b2.shape[0]:
         raise ValueError(f"intersection_area_rotated: aligned mode needs equal lengths, got {b1.shape[0]} "
                          f"and {b2.shape[0]}")
     index = xp.arange(b1.shape[0], device=b1.device) if is_torch(b1) else np.arange(b1.shape[0])
-    return _to_out(_pair_intersections(b1, b2, index, index, xp), out_dtype)
+    return _to_out(_pair_intersections(b1, b2, index, index, xp, _check_tol(tol_rel)), out_dtype)
+
+
+def trig_rows(boxes):
+    """Rows ``[N, 6]`` ``[cx, cy, |w|, |h|, cos a, sin a]`` of boxes ``[N, 5]`` (numpy: float64), the input of
+    :func:`intersection_area_pairs`: the trigonometry once per box for callers that intersect boxes many times."""
+    boxes = boxes.detach() if is_torch(boxes) else np.asarray(boxes, dtype=np.float64)
+    _check_boxes(boxes, "trig_rows")
+    return _with_trig(boxes, _xp(boxes))
+
+
+def intersection_area_pairs(rows1, rows2, idx1, idx2, *, tol_rel: float = 0.0):
+    """Intersection areas ``[K]`` of the pairs ``(rows1[idx1[k]], rows2[idx2[k]])`` of :func:`trig_rows` rows.
+
+    The project's one rotated intersection: :func:`box_iou_rotated` (so the evaluation) and the CPU rotated NMS
+    compute every area with it, so an NMS decision and the IoU reported for the same pair (in the same order)
+    come from the same value, also at a threshold tie. ``tol_rel`` (0: exact) resolves the geometry relative to
+    the pair's largest half side: relative angles within it of a multiple of 90 degrees are that multiple, and
+    areas at most ``tol_rel`` times that half side squared are 0 (NMS: touching boxes never suppress).
+    """
+    return _row_intersections(rows1, rows2, idx1, idx2, _xp(rows1), _check_tol(tol_rel))
+
+
+def _check_tol(tol_rel) -> float:
+    if not 0.0 <= float(tol_rel) < 1.0:
+        raise ValueError(f"tol_rel must be in [0, 1), got {tol_rel}")
+    return float(tol_rel)
 
 
 def box_iou_rotated(boxes1, boxes2, *, aligned: bool = False, dtype=None):

@@ -21,20 +21,21 @@ Paths, dispatched on the boxes' device:
 
 * CPU (:func:`nms_rotated_numpy`): float64, exact. Candidate pairs come from a uniform grid over the
   axis-aligned bounds (:func:`obbdet.pairs.aabb_overlap_pairs`, the class part of the grid key; no ``N x N``
-  matrix: 20k boxes stay sparse), the exact intersection is computed for
-  those pairs only, vectorized, and the greedy pass walks the sparse suppression graph. Ranks are taken in
-  blocks of doubling size, each tested first against the boxes already kept, so the many low-scoring copies
-  of a detection cost one test against their kept neighbours, not one against each other. Numpy rather
-  than torch ops: the per-call overhead of ~100 small array ops is what decides the 1k-box time.
+  matrix: 20k boxes stay sparse), the exact intersection is computed for those pairs only, vectorized, and
+  the greedy pass walks the sparse suppression graph. Ranks are taken in blocks of doubling size, each tested
+  first against the boxes already kept, so the many low-scoring copies of a detection cost one test against
+  their kept neighbours, not one against each other. Numpy rather than torch ops: the per-call overhead of
+  ~100 small array ops is what decides the 1k-box time.
 * CUDA (:mod:`obbdet.nms_triton`): a Triton kernel writes the suppression bitmask in blocks of boxes with
-  the same exact intersection in registers; a second single-program kernel runs the greedy reduction on the
-  device, so the host syncs a fixed number of times per call, never once per box.
+  an exact intersection in registers, at the same tolerances; a second single-program kernel runs the greedy
+  reduction on the device, so the host syncs a fixed number of times per call, never once per box.
 
 Why not torchvision/mmcv: torchvision's NMS is axis-aligned only; mmcv's rotated NMS is a compiled C++/CUDA
-extension (not available here). Why not :func:`obbdet.iou.box_iou_rotated`: it gives the same areas (to
-round-off), but NMS needs a per-pair formulation that the Triton kernel mirrors operation for operation
-(:func:`pair_intersection_areas`), so that both paths share the same shared-edge rule, tolerances and floor
-and return the same keep sets.
+extension (not available here). The CPU path's areas come from the project's one rotated intersection,
+:func:`obbdet.iou.intersection_area_pairs` (the tolerance above is its ``tol_rel``), and its IoU from
+:func:`obbdet.iou.box_iou_rotated`'s formula: wherever the tolerance does not act, the IoU NMS compares for a
+pair (in rank order) is bit for bit the one ``box_iou_rotated`` and the evaluation report, so a tie at the
+threshold is decided the same way everywhere.
 """
 from __future__ import annotations
 
@@ -44,11 +45,12 @@ import numpy as np
 import torch
 
 from obbdet.boxes import BOX_DIM, xywha_to_aabb
+from obbdet.iou import intersection_area_pairs, trig_rows
 from obbdet.pairs import aabb_overlap_pairs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["nms_rotated", "batched_nms_rotated", "nms_rotated_numpy", "pair_intersection_areas"]
+__all__ = ["nms_rotated", "batched_nms_rotated", "nms_rotated_numpy"]
 
 # Geometric tolerance, relative to the largest half side of a pair: relative angles this close to a multiple
 # of 90 degrees and edges this close to each other make one shared edge; intersections below its square (times
@@ -57,15 +59,9 @@ __all__ = ["nms_rotated", "batched_nms_rotated", "nms_rotated_numpy", "pair_inte
 # away), so the CPU path and the float32 GPU kernel return the same keep sets.
 TOL_REL_FLOAT64 = 1e-9
 TOL_REL_FLOAT32 = 1e-5
-# Pairs per vectorized chunk of the exact intersection: the [chunk, 4] temporaries stay in cache.
-PAIR_CHUNK = 4096
 # Greedy NMS runs over blocks of ranks of doubling size starting here (nms_rotated_numpy): small enough that
 # the first block holds few duplicates, large enough that ~log2(N / FIRST_CHUNK) blocks cover N boxes.
 FIRST_CHUNK = 256
-# Corner signs along (u, v) in xywha_to_poly order: (-w/2,-h/2), (+w/2,-h/2), (+w/2,+h/2), (-w/2,+h/2).
-_CORNER_U = np.array([-1.0, 1.0, 1.0, -1.0])
-_CORNER_V = np.array([-1.0, -1.0, 1.0, 1.0])
-_NEXT_CORNER = np.array([1, 2, 3, 0])
 _MAX_REPORTED_INDICES = 5
 
 
@@ -161,95 +157,6 @@ def _to_numpy(t: torch.Tensor, dtype) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Exact intersection of rotated rectangles, for a list of pairs (float64 numpy)
-# ---------------------------------------------------------------------------------------------------
-
-def _col(x: np.ndarray) -> np.ndarray:
-    """``[K]`` -> ``[K, 1]``."""
-    return x[:, None]
-
-
-def _clip_edges(x0, y0, ex, ey, half_w, half_h, tol, keep_shared: bool):
-    """Clip edges ``(x0, y0) + t (ex, ey)``, ``t in [0, 1]`` (arrays ``[K, 4]``) to the centred axis-aligned box
-    ``|x| <= half_w, |y| <= half_h`` (``[K, 1]``). Returns (sum of ``cross(start, end)`` ``[K]``, summed
-    displacement x ``[K]``, y ``[K]``) of the clipped pieces.
-
-    Edges are exactly axis-parallel when parallel at all (the caller snaps near-parallel angles), so a parallel
-    edge lies inside, outside or on the box's boundary line (within ``tol``). On the boundary, an edge running
-    the same way as the box's own edge there is kept when ``keep_shared`` and dropped otherwise, and an edge
-    running the opposite way (boxes touching from outside) is always dropped: the shared piece of boundary is
-    then counted exactly once, by the first box's edges.
-    """
-    lo = np.zeros_like(x0)
-    hi = np.ones_like(x0)
-    ok = np.ones(x0.shape, dtype=bool)
-    # (start, direction, half size, the other direction, sign making "same way as the box edge" positive)
-    for p0, dp, half, other, same_sign in ((x0, ex, half_w, ey, 1.0), (y0, ey, half_h, ex, -1.0)):
-        parallel = dp == 0
-        step = np.where(parallel, 1.0, dp)
-        t1 = (-half - p0) / step
-        t2 = (half - p0) / step
-        lo = np.where(parallel, lo, np.maximum(lo, np.minimum(t1, t2)))
-        hi = np.where(parallel, hi, np.minimum(hi, np.maximum(t1, t2)))
-        inside = np.abs(p0) < half - tol
-        if keep_shared:
-            way = same_sign * other
-            inside |= ((np.abs(p0 - half) <= tol) & (way > 0)) | ((np.abs(p0 + half) <= tol) & (way < 0))
-        ok &= ~parallel | inside
-    ok &= hi > lo
-    xs, ys = x0 + lo * ex, y0 + lo * ey
-    xe, ye = x0 + hi * ex, y0 + hi * ey
-    cross = np.where(ok, xs * ye - xe * ys, 0.0).sum(axis=1)
-    disp_x = np.where(ok, xe - xs, 0.0).sum(axis=1)
-    disp_y = np.where(ok, ye - ys, 0.0).sum(axis=1)
-    return cross, disp_x, disp_y
-
-
-def pair_intersection_areas(boxes_a: np.ndarray, boxes_b: np.ndarray, tol_rel: float = TOL_REL_FLOAT64):
-    """Exact intersection areas ``[K]`` (float64) of aligned pairs of rotated boxes ``[K, 5]`` (float64 numpy).
-
-    The area is the boundary integral (Green's theorem) of ``A ∩ B``: the pieces of A's edges inside B plus the
-    pieces of B's edges inside A, each clipped in the other box's frame, where that box is axis-aligned and
-    centred (Liang-Barsky). All coordinates are relative to the boxes' centres, so boxes far from the origin
-    keep their precision. Relative angles within ``tol_rel`` of a multiple of 90 degrees are snapped to it, so
-    shared edges (duplicates, +-90 degree twins, squares turned by 90 degrees) are recognized and counted once.
-    Values below the round-off floor become 0 and values are clamped to ``[0, min(area_a, area_b)]``.
-    """
-    _, _, wa, ha, aa = (boxes_a[:, i] for i in range(BOX_DIM))
-    _, _, wb, hb, ab = (boxes_b[:, i] for i in range(BOX_DIM))
-    ca, sa, cb, sb = np.cos(aa), np.sin(aa), np.cos(ab), np.sin(ab)
-    dx = boxes_b[:, 0] - boxes_a[:, 0]
-    dy = boxes_b[:, 1] - boxes_a[:, 1]
-    hwa, hha, hwb, hhb = np.abs(wa) / 2, np.abs(ha) / 2, np.abs(wb) / 2, np.abs(hb) / 2
-    scale = np.maximum(np.maximum(hwa, hha), np.maximum(hwb, hhb))
-    tol = (tol_rel * scale)[:, None]
-    # relative rotation theta = a_a - a_b, snapped to the nearest multiple of 90 degrees when within tol_rel
-    cos_t = ca * cb + sa * sb
-    sin_t = sa * cb - ca * sb
-    snap_s = np.abs(sin_t) <= tol_rel
-    snap_c = np.abs(cos_t) <= tol_rel
-    cos_t, sin_t = (np.where(snap_s, np.sign(cos_t), np.where(snap_c, 0.0, cos_t)),
-                    np.where(snap_c, np.sign(sin_t), np.where(snap_s, 0.0, sin_t)))
-    # A's corners in B's frame (origin at B's centre) and B's corners in A's frame (origin at A's centre)
-    ua, va = -(cb * dx + sb * dy), sb * dx - cb * dy
-    ub, vb = ca * dx + sa * dy, -sa * dx + ca * dy
-    cu, cv = _CORNER_U[None, :], _CORNER_V[None, :]
-    xa = _col(ua) + cu * _col(hwa * cos_t) - cv * _col(hha * sin_t)  # [K, 4]
-    ya = _col(va) + cu * _col(hwa * sin_t) + cv * _col(hha * cos_t)
-    xb = _col(ub) + cu * _col(hwb * cos_t) + cv * _col(hhb * sin_t)
-    yb = _col(vb) - cu * _col(hwb * sin_t) + cv * _col(hhb * cos_t)
-    cross_a, _, _ = _clip_edges(xa, ya, xa[:, _NEXT_CORNER] - xa, ya[:, _NEXT_CORNER] - ya,
-                                _col(hwb), _col(hhb), tol, keep_shared=True)
-    cross_b, disp_x, disp_y = _clip_edges(xb, yb, xb[:, _NEXT_CORNER] - xb, yb[:, _NEXT_CORNER] - yb,
-                                          _col(hwa), _col(hha), tol, keep_shared=False)
-    # B's pieces were taken about A's centre; about B's centre (ub, vb) each piece p->q loses cross(o, q - p)
-    twice_area = cross_a + cross_b - (ub * disp_y - vb * disp_x)
-    area = 0.5 * twice_area
-    area = np.where(area <= tol_rel * scale * scale, 0.0, area)
-    return np.minimum(area, np.minimum(4 * hwa * hha, 4 * hwb * hhb))
-
-
-# ---------------------------------------------------------------------------------------------------
 # Greedy pass over the sparse suppression graph
 # ---------------------------------------------------------------------------------------------------
 
@@ -274,20 +181,21 @@ def _greedy_keep(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.frombuffer(bytes(removed), dtype=np.uint8) == 0
 
 
-def _can_suppress(boxes: np.ndarray, i: np.ndarray, j: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Cheap exact pre-tests of pairs ``(i [K], j [K])``: False where the IoU certainly cannot exceed the
-    threshold, because the rectangles are separated along one of their four axes (separating-axis theorem) or
-    because ``min(area) / max(area)`` (an upper bound of the IoU) is at most the threshold."""
-    area = boxes[:, 2] * boxes[:, 3]
+def _can_suppress(rows: np.ndarray, i: np.ndarray, j: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Cheap exact pre-tests of pairs ``(i [K], j [K])`` of :func:`obbdet.iou.trig_rows` rows: False where the IoU
+    certainly cannot exceed the threshold, because the rectangles are separated along one of their four axes
+    (separating-axis theorem) or because ``min(area) / max(area)`` (an upper bound of the IoU) is at most the
+    threshold."""
+    area = rows[:, 2] * rows[:, 3]
     small, large = np.minimum(area[i], area[j]), np.maximum(area[i], area[j])
     possible = small > iou_threshold * large * (1.0 - 1e-9)  # a margin: ties are left to the exact IoU
     i, j = i[possible], j[possible]
-    cos_a, sin_a = np.cos(boxes[:, 4]), np.sin(boxes[:, 4])
+    cx, cy, w, h, cos_a, sin_a = rows.T
     ci, si, cj, sj = cos_a[i], sin_a[i], cos_a[j], sin_a[j]
-    dx, dy = boxes[j, 0] - boxes[i, 0], boxes[j, 1] - boxes[i, 1]
+    dx, dy = cx[j] - cx[i], cy[j] - cy[i]
     abs_cos = np.abs(ci * cj + si * sj)
     abs_sin = np.abs(si * cj - ci * sj)
-    hwi, hhi, hwj, hhj = boxes[i, 2] / 2, boxes[i, 3] / 2, boxes[j, 2] / 2, boxes[j, 3] / 2
+    hwi, hhi, hwj, hhj = w[i] / 2, h[i] / 2, w[j] / 2, h[j] / 2
     separated = np.abs(ci * dx + si * dy) > hwi + hwj * abs_cos + hhj * abs_sin
     separated |= np.abs(ci * dy - si * dx) > hhi + hwj * abs_sin + hhj * abs_cos
     separated |= np.abs(cj * dx + sj * dy) > hwj + hwi * abs_cos + hhi * abs_sin
@@ -296,21 +204,21 @@ def _can_suppress(boxes: np.ndarray, i: np.ndarray, j: np.ndarray, iou_threshold
     return possible
 
 
-def _suppressing_pairs(boxes: np.ndarray, i: np.ndarray, j: np.ndarray, iou_threshold: float, tol_rel: float):
-    """The pairs ``(i, j)`` (candidate index arrays into ``boxes [N, 5]``) with ``IoU > iou_threshold``."""
-    possible = _can_suppress(boxes, i, j, iou_threshold)
+def _suppressing_pairs(rows: np.ndarray, i: np.ndarray, j: np.ndarray, iou_threshold: float, tol_rel: float):
+    """The pairs ``(i, j)`` (candidate index arrays into ``rows [N, 6]``) with ``IoU > iou_threshold``."""
+    possible = _can_suppress(rows, i, j, iou_threshold)
     i, j = i[possible], j[possible]
-    inter = np.concatenate([pair_intersection_areas(boxes[i[s:s + PAIR_CHUNK]], boxes[j[s:s + PAIR_CHUNK]], tol_rel)
-                            for s in range(0, len(i), PAIR_CHUNK)] or [np.zeros(0)])
-    area = boxes[:, 2] * boxes[:, 3]
+    # the intersection of box_iou_rotated (and so of the evaluation): one implementation, one value per pair
+    inter = intersection_area_pairs(rows, rows, i, j, tol_rel=tol_rel)
+    area = rows[:, 2] * rows[:, 3]
     union = area[i] + area[j] - inter  # > 0: both boxes have positive area
-    # the IoU itself is compared (not inter > t * union), so ties at the threshold go as box_iou_rotated's values
-    # would; the GPU kernel compares the same way
+    # the IoU itself is compared (not inter > t * union), with box_iou_rotated's formula, so ties at the threshold
+    # go as its values would; the GPU kernel compares the same way
     suppress = inter / union > iou_threshold
     return i[suppress], j[suppress]
 
 
-def _suppressed_by(ranked: np.ndarray, aabb: np.ndarray, labels, kept: np.ndarray, chunk: np.ndarray,
+def _suppressed_by(rows: np.ndarray, aabb: np.ndarray, labels, kept: np.ndarray, chunk: np.ndarray,
                    iou_threshold: float, tol_rel: float) -> np.ndarray:
     """Mask ``[len(chunk)]``: which ranks of ``chunk`` a box of ``kept`` (all of higher rank) suppresses."""
     suppressed = np.zeros(len(chunk), dtype=bool)
@@ -321,17 +229,17 @@ def _suppressed_by(ranked: np.ndarray, aabb: np.ndarray, labels, kept: np.ndarra
                               None if labels is None else labels[chunk])
     i, j = kept[i], chunk[j]
     if len(i):
-        _, j = _suppressing_pairs(ranked, i, j, iou_threshold, tol_rel)
+        _, j = _suppressing_pairs(rows, i, j, iou_threshold, tol_rel)
         suppressed[np.searchsorted(chunk, j)] = True
     return suppressed
 
 
-def _greedy_within(ranked: np.ndarray, aabb: np.ndarray, labels, ranks: np.ndarray, iou_threshold: float,
+def _greedy_within(rows: np.ndarray, aabb: np.ndarray, labels, ranks: np.ndarray, iou_threshold: float,
                    tol_rel: float) -> np.ndarray:
     """Greedy NMS among ``ranks`` (ascending, i.e. by descending score) alone: the kept ranks."""
     i, j = aabb_overlap_pairs(aabb[ranks], None, None if labels is None else labels[ranks])  # i < j: rank order
     if len(i):
-        gi, gj = _suppressing_pairs(ranked, ranks[i], ranks[j], iou_threshold, tol_rel)
+        gi, gj = _suppressing_pairs(rows, ranks[i], ranks[j], iou_threshold, tol_rel)
         # back to local indices (ranks is sorted)
         i, j = np.searchsorted(ranks, gi), np.searchsorted(ranks, gj)
     return ranks[_greedy_keep(len(ranks), i, j)]
@@ -373,12 +281,13 @@ def nms_rotated_numpy(boxes, scores, iou_threshold: float, labels=None, max_outp
     keep = ~positive
     active = np.flatnonzero(positive)
     aabb = xywha_to_aabb(ranked)
+    rows = trig_rows(ranked)
     kept = np.zeros(0, dtype=np.int64)
     start, size = 0, max(int(first_chunk), 1)
     while start < len(active):
         chunk = active[start:start + size]
-        chunk = chunk[~_suppressed_by(ranked, aabb, ranked_labels, kept, chunk, iou_threshold, tol_rel)]
-        kept = np.concatenate([kept, _greedy_within(ranked, aabb, ranked_labels, chunk, iou_threshold, tol_rel)])
+        chunk = chunk[~_suppressed_by(rows, aabb, ranked_labels, kept, chunk, iou_threshold, tol_rel)]
+        kept = np.concatenate([kept, _greedy_within(rows, aabb, ranked_labels, chunk, iou_threshold, tol_rel)])
         start += size
         size *= 2
     keep[kept] = True

@@ -7,9 +7,10 @@ Same semantics as :mod:`obbdet.nms` (which dispatches here for CUDA tensors): gr
    centres) and cut into blocks of :data:`BLOCK` boxes. Only pairs of blocks whose axis-aligned bounds
    overlap are launched (the tile list comes from one small bounds test on the device).
 2. ``_mask_kernel``: one program per active tile computes the exact intersection of its ``BLOCK x BLOCK``
-   box pairs in registers (the boundary-integral method of :func:`obbdet.nms.pair_intersection_areas`,
-   branch-free, fixed shapes) and sets, for each pair with ``IoU > threshold``, bit ``hi`` of row ``lo``
-   of a score-ordered bitmask ``[N, ceil(N/64)]`` int64 (``lo < hi`` the pair's score ranks). This is the
+   box pairs in registers (a boundary integral: each box's edges clipped Liang-Barsky in the other box's
+   frame, edges shared by both boxes counted once; branch-free, fixed shapes) at the CPU path's tolerances
+   (right-angle snapping, round-off floor), and sets, for each pair with ``IoU > threshold``, bit ``hi`` of
+   row ``lo`` of a score-ordered bitmask ``[N, ceil(N/64)]`` int64 (``lo < hi`` the pair's ranks). This is the
    blocked bitmask scheme of torchvision's axis-aligned CUDA NMS, with spatial blocking so that a dense
    scene of 20k boxes computes a few thousand tiles instead of all ``(N/BLOCK)^2``.
 3. ``_greedy_kernel``: a single program walks the ranks in chunks of 64 (one mask word): the chunk's
@@ -67,7 +68,9 @@ if triton is not None:
         """Clip edge ``(x0, y0) -> (x1, y1)`` to the centred box ``|x| <= half_w, |y| <= half_h``.
 
         Returns (``cross(start, end)``, displacement x, displacement y) of the clipped piece (zeros when
-        empty). Mirrors ``obbdet.nms._clip_edges`` (shared-edge rule included).
+        empty). An edge parallel to the box lying on its boundary line (within ``tol``) is kept when
+        ``KEEP_SHARED`` and it runs the same way as the box's own edge there, so a shared boundary piece is
+        counted once (by the first box's edges) and boxes touching from outside share none.
         """
         ex = x1 - x0
         ey = y1 - y0

@@ -20,7 +20,8 @@ import torch
 
 import obbdet
 from obbdet.boxes import BOX_DIM, xywha_to_aabb, xywha_to_poly
-from obbdet.nms import batched_nms_rotated, nms_rotated, nms_rotated_numpy, pair_intersection_areas
+from obbdet.iou import box_iou_rotated, intersection_area_rotated
+from obbdet.nms import TOL_REL_FLOAT64, batched_nms_rotated, nms_rotated, nms_rotated_numpy
 from obbdet.pairs import aabb_overlap_pairs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -111,11 +112,16 @@ def assert_same_keep(boxes, scores, thr, labels=None):
 # Exact intersection
 # ---------------------------------------------------------------------------------------------------
 
+def nms_intersection_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The areas NMS decides float64 boxes with: the one rotated intersection, at NMS's tolerance."""
+    return intersection_area_rotated(a, b, tol_rel=TOL_REL_FLOAT64)
+
+
 def _shapely_pair_areas(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return shapely.area(shapely.intersection(shapely.polygons(xywha_to_poly(a)), shapely.polygons(xywha_to_poly(b))))
 
 
-def test_pair_intersection_matches_shapely_on_random_and_degenerate_pairs():
+def test_nms_intersection_matches_shapely_on_random_and_degenerate_pairs():
     rng = np.random.default_rng(0)
     k = 4000
     a = np.column_stack([rng.uniform(-50, 50, (k, 2)), rng.uniform(1, 40, k), rng.uniform(1, 20, k),
@@ -131,7 +137,7 @@ def test_pair_intersection_matches_shapely_on_random_and_degenerate_pairs():
     b[800:900, :2] = a[800:900, :2] + rng.uniform(-5, 5, (100, 1)) * np.column_stack(
         [np.cos(a[800:900, 4]), np.sin(a[800:900, 4])])
     b[1000:1100] = a[1000:1100] * [1, 1, 0.3, 0.3, 1]  # nested, same centre and angle
-    area = pair_intersection_areas(a, b)
+    area = nms_intersection_areas(a, b)
     expected = _shapely_pair_areas(a, b)
     # the same rectangle with its corners in another order: the area is known exactly, while GEOS's overlay
     # gets about 1 in 1000 of these nearly coincident polygons wrong (an area near 0)
@@ -141,7 +147,7 @@ def test_pair_intersection_matches_shapely_on_random_and_degenerate_pairs():
     np.testing.assert_allclose(area[:800], expected[:800], rtol=1e-12)
 
 
-def test_pair_intersection_touching_zero_size_and_far_from_origin():
+def test_nms_intersection_touching_zero_size_and_far_from_origin():
     boxes = np.array([[10.0, 10.0, 20.0, 10.0, 0.0]] * 6)
     theta = 0.3
     other = np.array([
@@ -152,18 +158,18 @@ def test_pair_intersection_touching_zero_size_and_far_from_origin():
         [10.0, 10.0, 0.0, 0.0, 0.0],  # a point
         [10.0, 10.0, 10.0, 20.0, -HALF_PI],  # the same box with w/h swapped and turned
     ])
-    area = pair_intersection_areas(boxes, other)
+    area = nms_intersection_areas(boxes, other)
     np.testing.assert_array_equal(area[:5], 0.0)
     assert area[5] == pytest.approx(200.0, rel=1e-12)
     # rotated neighbours sharing a long edge exactly touch: zero, not round-off
     a = np.array([[100.0, 50.0, 30.0, 12.0, theta]])
     b = a + [[-12.0 * math.sin(theta), 12.0 * math.cos(theta), 0, 0, 0]]
-    assert pair_intersection_areas(a, b)[0] == 0.0
+    assert nms_intersection_areas(a, b)[0] == 0.0
     # a million pixels from the origin: the same areas as near it
     near = np.array([[3.0, 4.0, 30.0, 12.0, 0.7]]), np.array([[9.0, 1.0, 25.0, 14.0, -0.2]])
     offset = np.array([[1e6, -2e6, 0, 0, 0]])
-    far = pair_intersection_areas(near[0] + offset, near[1] + offset)
-    assert far[0] == pytest.approx(pair_intersection_areas(*near)[0], rel=1e-9)
+    far = nms_intersection_areas(near[0] + offset, near[1] + offset)
+    assert far[0] == pytest.approx(nms_intersection_areas(*near)[0], rel=1e-9)
     assert far[0] == pytest.approx(_shapely_pair_areas(*near)[0], rel=1e-9)
 
 
@@ -253,6 +259,27 @@ def test_iou_equal_to_threshold_does_not_suppress():
     scores = np.array([0.9, 0.8])
     assert assert_same_keep(pair, scores, 50.0 / 150.0).tolist() == [0, 1]
     assert assert_same_keep(pair, scores, 0.333).tolist() == [0]
+
+
+def test_threshold_tie_is_decided_by_the_iou_box_iou_rotated_reports():
+    # NMS and box_iou_rotated (hence the evaluation) share one rotated intersection and one IoU formula: at a
+    # threshold equal to the reported IoU the pair survives, one ulp below it the second box goes
+    rng = np.random.default_rng(15)
+    first, _ = clustered_scene(rng, 200)
+    second = first + np.column_stack([rng.normal(0, 3, (200, 2)), rng.normal(0, 2, (200, 2)), rng.normal(0, 0.2, 200)])
+    second[:, 2:4] = np.abs(second[:, 2:4])
+    iou = box_iou_rotated(first, second, aligned=True)
+    tested = 0
+    for a, b, value in zip(first, second, iou):
+        if not 0.05 < value < 0.95:
+            continue
+        pair = np.stack([a, b])
+        keep = nms_rotated_numpy(pair, np.array([0.9, 0.8]), float(value))
+        assert keep.tolist() == [0, 1], value
+        keep = nms_rotated_numpy(pair, np.array([0.9, 0.8]), float(np.nextafter(value, 0.0)))
+        assert keep.tolist() == [0], value
+        tested += 1
+    assert tested > 100
 
 
 def test_threshold_one_keeps_everything():
