@@ -34,16 +34,36 @@ _PAIR_MARGIN = 1e-6  # pixels added to candidate bounds: pairs are a superset, I
 
 @dataclass
 class ClassStats:
-    """One class at one threshold: AP (fraction), final TP and FP counts, positives, detections."""
+    """One class at one threshold: AP (fraction), final TP and FP counts, positives, detections, and the
+    operating point: the best F1 over score thresholds and the lowest score kept there (None without
+    detections or positives)."""
 
     ap: float
     tp: int
     fp: int
     gt: int
     det: int
+    f1: float = 0.0
+    f1_score: float | None = None
 
     def as_dict(self) -> dict:
-        return {"ap": self.ap, "tp": self.tp, "fp": self.fp, "gt": self.gt, "det": self.det}
+        return {"ap": self.ap, "tp": self.tp, "fp": self.fp, "gt": self.gt, "det": self.det, "f1": self.f1,
+                "f1_score": self.f1_score}
+
+
+def best_f1(recall: np.ndarray, precision: np.ndarray, scores: np.ndarray) -> tuple[float, float | None]:
+    """``(F1, score threshold)`` of the best operating point along one class's ranked detections ``[D]``.
+
+    Keeping the detections scoring at least the threshold gives that F1. Ties in score share one cut: only
+    the last detection of a run of equal scores is a valid cut.
+    """
+    if len(recall) == 0:
+        return 0.0, None
+    f1 = 2 * precision * recall / np.maximum(precision + recall, np.finfo(np.float64).eps)
+    valid = np.ones(len(scores), bool)
+    valid[:-1] = scores[1:] != scores[:-1]
+    best = int(np.argmax(np.where(valid, f1, -1.0)))
+    return float(f1[best]), (float(scores[best]) if f1[best] > 0 else None)
 
 
 @dataclass
@@ -215,17 +235,19 @@ class Evaluator:
     # -- AP ---------------------------------------------------------------------------------------------
 
     def class_curves(self, tp: np.ndarray, fp: np.ndarray, npos: np.ndarray | None = None):
-        """Per class c: (recall, precision, tp count, fp count), ignored detections removed."""
+        """Per class c: (recall, precision, tp count, fp count, scores), ignored detections removed; the
+        arrays ``[D_c]`` follow the class's detections in rank order."""
         npos = self.npos if npos is None else npos
         tp_c, fp_c = tp[self.by_cls], fp[self.by_cls]
+        scores_c = self.data.det.scores[self.rank][self.by_cls]
         for c in range(len(self.data.classes)):
             s, e = self.cls_bounds[c], self.cls_bounds[c + 1]
-            t, f = tp_c[s:e], fp_c[s:e]
+            t, f, sc = tp_c[s:e], fp_c[s:e], scores_c[s:e]
             counted = t | f
             if not counted.all():
-                t, f = t[counted], f[counted]
+                t, f, sc = t[counted], f[counted], sc[counted]
             recall, precision = precision_recall(t, f, int(npos[c]))
-            yield c, recall, precision, int(t.sum()), int(f.sum())
+            yield c, recall, precision, int(t.sum()), int(f.sum()), sc
 
     def run_setting(self, width_scale: float = 1.0, length_scale: float = 1.0, *, keep_curves: bool = False,
                     method: str | None = None) -> SettingResult:
@@ -238,10 +260,12 @@ class Evaluator:
         for k, tp, fp in self.threshold_flags(width_scale, length_scale):
             key = self.keys[k]
             aps = np.zeros(len(classes))
-            for c, recall, precision, n_tp, n_fp in self.class_curves(tp, fp):
+            for c, recall, precision, n_tp, n_fp, scores in self.class_curves(tp, fp):
                 ap = average_precision(recall, precision, method) if self.npos[c] > 0 else 0.0
                 aps[c] = ap
-                per_class[classes[c]][key] = ClassStats(ap, n_tp, n_fp, int(self.npos[c]), int(self.det_count[c]))
+                f1, f1_score = best_f1(recall, precision, scores) if self.npos[c] > 0 else (0.0, None)
+                per_class[classes[c]][key] = ClassStats(ap, n_tp, n_fp, int(self.npos[c]), int(self.det_count[c]),
+                                                        f1, f1_score)
                 if curves is not None:
                     curves[(classes[c], key)] = (recall, precision)
             maps[key] = float(aps[self.in_map].mean()) if self.in_map.any() else 0.0
@@ -282,7 +306,7 @@ class Evaluator:
                 continue
             for k, tp, fp in flags(name):
                 values = np.zeros(n_cls)
-                for c, recall, precision, _, _ in self.class_curves(tp & valid, fp & valid, npos):
+                for c, recall, precision, _, _, _ in self.class_curves(tp & valid, fp & valid, npos):
                     values[c] = average_precision(recall, precision, "coco") if npos[c] else 0.0
                 ap[name][k] = values[use].mean()
                 if name != "all":

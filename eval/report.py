@@ -50,19 +50,22 @@ def format_map_table(result) -> str:
 
 
 def format_class_tables(result) -> str:
-    """Per threshold: AP (%), TP, FP, GT, DET of every class and the mAP (reference setting)."""
+    """Per threshold: AP (%), TP, FP, GT, DET of every class, its best F1 (%) and the score threshold giving it
+    (the operating point), and the mAP (reference setting)."""
     classes = result.classes
     name_width = max([len("class")] + [len(c) for c in classes] + [len("mAP")]) + 2
     blocks = []
     label = result.settings[0].label
     for key in [k for k in result.map if k != result.summary_key]:
         lines = [f"IoU {key} ({label})",
-                 f"{'class':<{name_width}} {'AP%':>7} {'TP':>8} {'FP':>8} {'GT':>8} {'DET':>8}"]
+                 f"{'class':<{name_width}} {'AP%':>7} {'TP':>8} {'FP':>8} {'GT':>8} {'DET':>8} {'F1%':>7} "
+                 f"{'@score':>7}"]
         for name in classes:
             stats = result.per_class[name][key]
             note = "" if name in result.map_classes else "  (not in mAP)"
+            at = "-" if stats.get("f1_score") is None else f"{stats['f1_score']:.3f}"
             lines.append(f"{name:<{name_width}} {_pct(stats['ap'], 7)} {stats['tp']:>8} {stats['fp']:>8} "
-                         f"{stats['gt']:>8} {stats['det']:>8}{note}")
+                         f"{stats['gt']:>8} {stats['det']:>8} {_pct(stats.get('f1', 0.0), 7)} {at:>7}{note}")
         lines.append(f"{'mAP':<{name_width}} {_pct(result.map[key], 7)}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -48,6 +48,12 @@ class EvalResult:
     def reference(self) -> SettingResult:
         return self.settings[0]
 
+    def operating_points(self, key: str = "0.50", setting: int = 0) -> dict[str, float | None]:
+        """Per class, the score threshold with the best F1 at IoU ``key`` (None: no detections or positives),
+        for ``settings[setting]`` (0: the reference; -1: the calibrated one after ``calibrate=True``)."""
+        per_class = self.settings[setting].per_class
+        return {name: per_class[name][key].f1_score for name in self.classes}
+
     def to_json(self) -> dict:
         """A JSON-serializable dict with the keys of the evaluation notes (all values fractions)."""
         return {

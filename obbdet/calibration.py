@@ -109,13 +109,16 @@ def store_calibration(checkpoint, result, *, dataset: str | None = None) -> dict
     """Write ``result.calibration``'s factors into ``checkpoint`` with the sweep table, ``dataset`` and the
     date (:func:`obbdet.checkpoint.set_calibration`). The length factor is stored only when it was searched
     (else None: inference keeps 1.0, the length the factors were measured at). Returns what was stored."""
-    from obbdet.checkpoint import set_calibration
+    from obbdet.checkpoint import operating_point_record, set_calibration
 
     cal = result.calibration
     if not cal:
         raise ValueError("the evaluation result holds no calibration (evaluate with calibrate=True)")
     length = cal["length_scale"] if cal.get("search_length") else None
-    return set_calibration(checkpoint, cal["width_scale"], length, dataset=dataset, table=calibration_table(result))
+    where = f"calibration on {dataset}" if dataset else "calibration"
+    operating_point = operating_point_record(result.operating_points("0.50", setting=-1), where)
+    return set_calibration(checkpoint, cal["width_scale"], length, dataset=dataset, table=calibration_table(result),
+                           operating_point=operating_point)
 
 
 def calibrate_checkpoint(checkpoint, gt: dict, det: dict, *, dataset: str | None = None,

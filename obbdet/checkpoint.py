@@ -15,6 +15,8 @@ A checkpoint is a ``torch.save``'d dict, written atomically, loadable with ``wei
 - resume state: ``epoch`` (completed epochs), ``global_step``, ``optimizer``, ``scheduler``, ``scaler``,
   ``sampler`` (training sampler state), ``rng`` (python / numpy / torch / cuda generator states), ``best``
   (``{"metric", "value", "epoch"}``), ``width_samples`` (short sides seen so far).
+- ``operating_point``: ``{"iou", "source", "scores": {class: score threshold of best F1 or None}}``, from
+  the validation of the saved epoch or from calibration (``infer.py --score auto`` and ``--draw`` use it).
 - ``metrics``: the last validation mAP table (``"0.50"`` .. ``"0.95"``, ``"50-95"``) and losses.
 - ``config``: the full resolved run config (``obbdet.config.config_to_dict``); ``run``: ``{"name", "seed"}``.
 """
@@ -86,15 +88,25 @@ def build_detector_from_checkpoint(ckpt: dict, device="cpu", use_ema: bool = Tru
 
 def checkpoint_inference_meta(ckpt: dict) -> dict:
     """What inference needs besides the weights: ``class_names``, ``vehicle_width``, ``width_scale``,
-    ``length_scale`` (None when uncalibrated), ``nms_iou`` and ``pre_nms_topk`` (None when not stored)."""
+    ``length_scale`` (None when uncalibrated), ``nms_iou``, ``pre_nms_topk`` and ``operating_point`` (per class
+    score thresholds of best F1) (None when not stored)."""
     calibration = ckpt.get("calibration") or {}
     return {"class_names": list(ckpt["model"]["class_names"]), "vehicle_width": ckpt.get("vehicle_width"),
             "width_scale": calibration.get("width_scale"), "length_scale": calibration.get("length_scale"),
-            "nms_iou": ckpt.get("nms_iou"), "pre_nms_topk": ckpt.get("pre_nms_topk")}
+            "nms_iou": ckpt.get("nms_iou"), "pre_nms_topk": ckpt.get("pre_nms_topk"),
+            "operating_point": (ckpt.get("operating_point") or {}).get("scores")}
+
+
+def operating_point_record(scores: dict, source: str, iou: str = "0.50") -> dict:
+    """``ckpt["operating_point"]``: per class the score threshold with the best F1 at IoU ``iou`` (None where
+    unknown), and where it was measured (``source``)."""
+    return {"iou": iou, "source": source,
+            "scores": {str(k): (None if v is None else float(v)) for k, v in scores.items()}}
 
 
 def set_calibration(path, width_scale: float | None, length_scale: float | None = None, *,
-                    dataset: str | None = None, table: list | dict | None = None) -> dict:
+                    dataset: str | None = None, table: list | dict | None = None,
+                    operating_point: dict | None = None) -> dict:
     """Store calibration factors in a checkpoint file, atomically, and return what was stored.
 
     ``ckpt["calibration"]`` becomes ``{"width_scale", "length_scale", "dataset", "date", "table"}``: the
@@ -102,7 +114,8 @@ def set_calibration(path, width_scale: float | None, length_scale: float | None 
     of the data they were measured on, when (ISO 8601, UTC) and the sweep they were picked from (rows of
     plain numbers and strings, so the file still loads with ``weights_only=True``). A shipped checkpoint thus
     says where its factors come from. Any earlier calibration is replaced, not combined: factors are
-    measured on detections made without one.
+    measured on detections made without one. ``operating_point`` (:func:`operating_point_record`), when
+    given, replaces the checkpoint's per-class score thresholds.
     """
     from datetime import datetime, timezone
 
@@ -116,6 +129,8 @@ def set_calibration(path, width_scale: float | None, length_scale: float | None 
     ckpt = load_checkpoint(path)
     ckpt["calibration"] = {**factors, "dataset": None if dataset is None else str(dataset),
                            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "table": table}
+    if operating_point is not None:  # measured with the factors applied: it replaces the validation one
+        ckpt["operating_point"] = operating_point
     save_checkpoint(ckpt, path)
     return dict(ckpt["calibration"])
 

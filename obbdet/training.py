@@ -213,6 +213,7 @@ class TrainState:
     best_value: float | None = None
     best_epoch: int | None = None
     last_metrics: dict = field(default_factory=dict)
+    operating_point: dict | None = None  # checkpoint.operating_point_record of the last validation
 
     @property
     def detector(self):
@@ -300,6 +301,7 @@ def checkpoint_payload(state: TrainState, cfg: RunConfig, run_name: str, seed: i
         "rng": capture_rng_state(),
         "best": {"metric": cfg.train.best_metric, "value": state.best_value, "epoch": state.best_epoch},
         "metrics": state.last_metrics,
+        "operating_point": state.operating_point,
         "config": config_to_dict(cfg),
         "run": {"name": run_name, "seed": seed},
     }
@@ -319,6 +321,7 @@ def restore_train_state(state: TrainState, ckpt: dict, sampler) -> None:
     state.epoch, state.global_step = int(ckpt["epoch"]), int(ckpt["global_step"])
     best = ckpt.get("best") or {}
     state.best_value, state.best_epoch = best.get("value"), best.get("epoch")
+    state.operating_point = ckpt.get("operating_point")
     state.last_metrics = ckpt.get("metrics") or {}
     if sampler is not None and ckpt.get("sampler") is not None:
         sampler.load_state_dict(ckpt["sampler"])

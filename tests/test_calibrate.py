@@ -102,6 +102,8 @@ def test_stored_factors_follow_a_widened_ground_truth(tmp_path):
         assert checkpoint_inference_meta(load_checkpoint(path))["width_scale"] == expected["width_scale"]
         date = datetime.fromisoformat(calibration["date"])
         assert date.tzinfo is not None and abs(datetime.now(timezone.utc) - date).total_seconds() < 600
+        point = load_checkpoint(path)["operating_point"]  # measured with the chosen factor, replacing validation's
+        assert point["source"] == f"calibration on {name}" and point["scores"]["car"] is not None
 
     # the stored table is the printed one: one row per grid factor (1.0 first, the reference), the choice
     table = load_checkpoint(first)["calibration"]["table"]

@@ -132,7 +132,11 @@ def test_tables_results_files_and_plots(small_set, tmp_path, capsys):
     data = json.loads((save / "results.json").read_text())
     assert set(data) >= {"iou_thresholds", "map", "per_class", "settings", "coco", "best_setting"}
     assert len(data["iou_thresholds"]) == 10 and data["map"]["50-95"] == pytest.approx(summary(out) / 100, abs=5e-7)
-    assert data["per_class"]["car"]["0.50"] == {"ap": pytest.approx(2 / 3), "tp": 2, "fp": 1, "gt": 3, "det": 3}
+    car = dict(data["per_class"]["car"]["0.50"])
+    f1, f1_score = car.pop("f1"), car.pop("f1_score")
+    assert car == {"ap": pytest.approx(2 / 3), "tp": 2, "fp": 1, "gt": 3, "det": 3}
+    assert f1 == pytest.approx(0.8) and f1_score == pytest.approx(0.8)  # keep 0.9 and 0.8: P 1, R 2/3
+    assert "F1%" in out and "@score" in out
     assert [s["width_scale"] for s in data["settings"]] == [1.0, 0.9]
     assert all(0.0 <= v <= 1.0 for v in data["map"].values())
     assert (save / "results.txt").read_text().count("SUMMARY:") == 1

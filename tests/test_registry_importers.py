@@ -394,8 +394,10 @@ def test_class_map_errors_name_unmapped_classes(tmp_path):
 def test_dota_heading_from_corner_order_is_an_option(tmp_path):
     # a car pointing up (-y): front-left corner first, clockwise on screen
     write_dota(tmp_path, "a", ["100 40 110 40 110 70 100 70 small-vehicle 0",  # front edge at the top
-                               "70 20 40 20 40 10 70 10 small-vehicle 0",  # pointing down: front edge at the bottom
+                               "40 70 30 70 30 40 40 40 small-vehicle 0",  # pointing down: front edge at the bottom
+                               "70 20 40 20 40 10 70 10 small-vehicle 0",  # first edge along its long side
                                "1 2 3 x 5 6 7 8 small-vehicle 0"])
     (sample,) = load_dataset("dota", tmp_path, heading_from_corners=True, strict=False)
-    np.testing.assert_allclose(sample.heading, [-math.pi / 2, math.pi / 2], atol=1e-6)
+    # the third box's corner order points across the vehicle: no front can be read (not a flip onto its axis)
+    np.testing.assert_allclose(sample.heading, [-math.pi / 2, math.pi / 2, np.nan], atol=1e-6)
     assert load_dataset("dota", tmp_path, strict=False)[0].heading is None

@@ -22,7 +22,8 @@ obb mode: objects {class, cx, cy, length, width, angle (degrees), score} (+ head
   model predicts the vehicle's front).
 aabb mode: each detection's axis-aligned hull, written in the same obb_json layout with angle 0 (-90 when
   taller than wide, as length is the long side) plus "bbox": [x_min, y_min, x_max, y_max].
---draw writes an overlay of each image's detections to <out>/overlays/<same relative path>.jpg.
+--draw writes an overlay of each image's detections to <out>/overlays/<same relative path>.jpg, showing those
+  above the checkpoint's per-class operating point (all of them when it stores none).
 exit codes: 0 every image processed; 1 some images failed (each listed with its reason, the others were
   processed); 2 nothing was run (bad arguments, unusable checkpoint, unwritable output folder, no images).
 """
@@ -32,6 +33,18 @@ def _vehicle_width(text: str) -> float:
     value = float(text)
     if value != -1 and not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0 or -1 (no rescaling), got {text}")
+    return value
+
+
+def _score(text: str):
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or auto, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or auto, got {text!r}")
     return value
 
 
@@ -67,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiling.add_argument("--whole", action="store_true", help="one forward pass per whole (rescaled) image")
     p.add_argument("--overlap", type=int, default=128, help="minimum tile overlap in network pixels (default 128)")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass: bounds memory (default 4)")
-    p.add_argument("--score", type=float, default=0.05, help="score threshold (default 0.05)")
+    p.add_argument("--score", type=_score, default=0.05,
+                   help="score threshold (default 0.05), or auto: each class at the checkpoint's operating point "
+                        "(the score of best F1 measured in validation or calibration)")
     p.add_argument("--nms-iou", type=float, default=None,
                    help="rotated NMS IoU within and across tiles (default: the checkpoint's, else 0.4)")
     p.add_argument("--pre-nms-topk", type=int, default=None,

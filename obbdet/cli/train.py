@@ -32,6 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_names, progress) -> None:
     """Train one epoch, evaluate, log, and checkpoint (epoch is 0-based; printed and saved 1-based)."""
     from obbdet import distributed, engine, training
+    from obbdet.checkpoint import operating_point_record
 
     train_loader, val_loader, val_dataset = loaders
     sampler.set_epoch(epoch)
@@ -58,6 +59,8 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
             print(training.format_result_line("Val", state.epoch, val_losses["loss"],
                                               time.perf_counter() - val_start))
             print(result.format_tables(per_class=False), flush=True)
+            state.operating_point = operating_point_record(result.operating_points("0.50"),
+                                                           f"validation, epoch {state.epoch}")
     metric = distributed.broadcast_object(result.map.get(cfg.train.best_metric) if result else None)
     state.schedule.step_epoch(metric)
     record = training.epoch_record(state.epoch, stats, val_losses, result, state.schedule.lr,
@@ -111,7 +114,8 @@ def main(argv=None) -> int:
     if dist.is_main:
         distributed.barrier()
     heading = cfg.model.heading if cfg.model.heading is not None else sources.has_heading
-    model = training.build_model(cfg, sources.class_names, heading, device, dist)
+    # starting weights (model.pretrained / init) only for a new run: a resumed one restores its own below
+    model = training.build_model(cfg, sources.class_names, heading, device, dist, load_weights=ckpt is None)
     stride = distributed.unwrap(model).stride
     train_loader, val_loader, sampler = training.build_loaders(cfg, sources, dist, device, args.seed, stride)
     state = training.build_train_state(cfg, model, len(train_loader), device, sources.class_names)

@@ -62,6 +62,15 @@ class Detections:
         heading = raw.heading if np.isfinite(raw.heading).any() else None
         return cls(raw.boxes, raw.scores, raw.labels, list(class_names), heading, image_size, capped)
 
+    def above(self, thresholds: dict | None) -> "Detections":
+        """The detections scoring at least their class's threshold (``{class name: score}``; a class without
+        one keeps all its detections); all of them when ``thresholds`` is None."""
+        if not thresholds:
+            return self
+        keep = self.scores >= class_thresholds(thresholds, self.class_names)[self.labels]
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names,
+                          None if self.heading is None else self.heading[keep], self.image_size, self.capped)
+
     def to_labels(self, *, image: str | None = None, mode: str = "obb") -> ImageLabels:
         """As :class:`ImageLabels` (what obb_json files hold), scores set.
 
@@ -84,6 +93,11 @@ class Detections:
         return labels
 
 
+def class_thresholds(thresholds: dict, class_names: Sequence[str]) -> np.ndarray:
+    """``[C]`` per-class score thresholds from ``{class name: score or None}`` (missing or None: 0)."""
+    return np.array([float(thresholds.get(name) or 0.0) for name in class_names])
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What inference needs from a checkpoint besides the weights (None: the checkpoint does not say)."""
@@ -94,6 +108,7 @@ class CheckpointInfo:
     length_scale: float | None
     nms_iou: float | None
     pre_nms_topk: int | None = None
+    operating_point: dict | None = None  # class -> score threshold of best F1 (None per class: unknown)
 
 
 def checkpoint_info(ckpt: dict) -> CheckpointInfo:
@@ -102,7 +117,8 @@ def checkpoint_info(ckpt: dict) -> CheckpointInfo:
 
     meta = checkpoint_inference_meta(ckpt)
     return CheckpointInfo(list(meta["class_names"]), meta.get("vehicle_width"), meta.get("width_scale"),
-                          meta.get("length_scale"), meta.get("nms_iou"), meta.get("pre_nms_topk"))
+                          meta.get("length_scale"), meta.get("nms_iou"), meta.get("pre_nms_topk"),
+                          meta.get("operating_point"))
 
 
 def resolve_device(device: str | None, half: bool) -> str:
@@ -164,12 +180,18 @@ class Predictor:
     ``detector``: anything with ``predict(images [B, 3, H, W] float in [0, 1], score_threshold=,
     max_det_per_image=, nms_iou=, pre_nms_topk=) -> list[dict]`` and a ``stride`` (an obbdet ``Detector``).
     ``depth`` and ``bands``: how image files deeper than 8 bits or with other than 3 bands are read
-    (``obbdet.imageio.read_image_rgb``).
+    (``obbdet.imageio.read_image_rgb``). ``operating_point``: per-class score thresholds of best F1 (from the
+    checkpoint); ``score_auto``: keep only detections above them (``options.score_threshold`` should then be at
+    most their minimum, as :meth:`from_checkpoint` sets it).
     """
 
     def __init__(self, detector, class_names: Sequence[str], *, train_vehicle_width: float | None = None,
                  options: InferenceOptions = InferenceOptions(), option_sources: dict | None = None,
-                 depth: DepthScaling = DEFAULT_DEPTH, bands: Sequence[int] | None = None):
+                 depth: DepthScaling = DEFAULT_DEPTH, bands: Sequence[int] | None = None,
+                 operating_point: dict | None = None, score_auto: bool = False):
+        if score_auto and not operating_point:
+            raise InferenceSetupError("--score auto: the checkpoint stores no operating point (validate it with "
+                                      "train.py or tools/calibrate.py, or give a score threshold)")
         self.detector = detector
         self.class_names = list(class_names)
         self.train_vehicle_width = train_vehicle_width
@@ -177,19 +199,23 @@ class Predictor:
         self.option_sources = dict(option_sources or {})
         self.depth = depth
         self.bands = None if bands is None else tuple(bands)
+        self.operating_point = dict(operating_point) if operating_point else None
+        self.score_auto = score_auto
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device: str | None = None, *, use_ema: bool = True,
                         tile: int = 768, overlap: int = 128, whole: bool = False, batch: int = 4,
-                        score_threshold: float = 0.05, nms_iou: float | None = None,
+                        score_threshold: float | str = 0.05, nms_iou: float | None = None,
                         pre_nms_topk: int | None = None, max_det: int = 1000, width_scale: float | None = None,
                         length_scale: float | None = None, half: bool = False, depth: DepthScaling = DEFAULT_DEPTH,
                         bands: Sequence[int] | None = None, detector_loader=load_detector) -> "Predictor":
         """Load a checkpoint; options left None come from the checkpoint (NMS IoU, candidate cap, calibrated
-        width/length factors), else the defaults. Raises :class:`InferenceSetupError` (one line)."""
+        width/length factors), else the defaults. ``score_threshold="auto"``: the checkpoint's per-class
+        operating point. Raises :class:`InferenceSetupError` (one line)."""
+        auto = score_threshold == "auto"
         try:  # option ranges first: cheap, and nothing has been loaded yet
             options = InferenceOptions(tile=tile, overlap=overlap, whole=whole, batch=batch,
-                                       score_threshold=score_threshold,
+                                       score_threshold=0.0 if auto else float(score_threshold),
                                        nms_iou=nms_iou if nms_iou is not None else DEFAULT_NMS_IOU,
                                        pre_nms_topk=pre_nms_topk, max_det=max_det,
                                        width_scale=_first_set(width_scale, 1.0),
@@ -200,8 +226,12 @@ class Predictor:
         detector, info = detector_loader(checkpoint, device, use_ema)
         options, sources = options_from_checkpoint(info, options, nms_iou=nms_iou, pre_nms_topk=pre_nms_topk,
                                                    width_scale=width_scale, length_scale=length_scale)
+        known = [v for v in (info.operating_point or {}).values() if v is not None]
+        if auto and known:  # candidates down to the lowest class threshold; each class cut at its own
+            options = replace(options, score_threshold=min(known))
         return cls(detector, info.class_names, train_vehicle_width=info.train_vehicle_width, options=options,
-                   option_sources=sources, depth=depth, bands=bands)
+                   option_sources=sources, depth=depth, bands=bands, operating_point=info.operating_point,
+                   score_auto=auto)
 
     def read(self, path) -> np.ndarray:
         """An image file as ``[H, W, 3]`` uint8 RGB, read with this predictor's depth and band settings."""
@@ -217,7 +247,12 @@ class Predictor:
         through in order. Yields ``StreamResult`` records (``obbdet.inference.pipeline``) with final raw
         detections in original pixels. ``scale`` overrides the factor computed from ``vehicle_width``."""
         factor = self.scale_for(vehicle_width) if scale is None else scale
-        yield from stream(self.detector, items, factor, self.options, keep_original=keep_original)
+        cut = class_thresholds(self.operating_point, self.class_names) if self.score_auto else None
+        for result in stream(self.detector, items, factor, self.options, keep_original=keep_original):
+            if cut is not None and getattr(result, "detections", None) is not None:
+                raw = result.detections
+                result.detections = raw.select(np.flatnonzero(raw.scores >= cut[raw.labels]))
+            yield result
 
     def predict(self, image, vehicle_width: float | None = None, *, scale: float | None = None,
                 name: str | None = None) -> Detections:

@@ -109,15 +109,18 @@ def overlay_path(target: Path, out_dir: Path) -> Path:
 
 
 def _write_outputs(path: Path, detections: Detections, original, target: Path, mode: str,
-                   overlay: Path | None) -> None:
+                   overlay: Path | None, draw_thresholds: dict | None) -> None:
     labels = detections.to_labels(image=path.name, mode=mode)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_obb_json(target, labels)
     if overlay is not None:
         from obbdet.visualize import draw_labels, write_image_rgb
 
+        # the JSON keeps every detection above --score; the overlay only those worth looking at (the
+        # checkpoint's operating point), so low-scoring candidates do not bury the vehicles under labels
+        shown = detections.above(draw_thresholds).to_labels(image=path.name, mode=mode)
         overlay.parent.mkdir(parents=True, exist_ok=True)
-        write_image_rgb(overlay, draw_labels(original, labels))
+        write_image_rgb(overlay, draw_labels(original, shown))
 
 
 def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *,
@@ -152,7 +155,7 @@ def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *
         target = targets[path]
         try:
             _write_outputs(path, detections, job.original, target, mode,
-                           overlay_path(target, out_dir) if draw else None)
+                           overlay_path(target, out_dir) if draw else None, predictor.operating_point)
         except (OSError, ValueError) as exc:
             summary.failures.append(ImageFailure(str(path), f"cannot write output: {exc}"))
             logger.warning("%s: cannot write output: %s", path, exc)
@@ -193,9 +196,11 @@ class PreparedRun:
         sources = {k: "--width-scale" if v == "argument" and k == "width" else
                    "--length-scale" if v == "argument" else v for k, v in p.option_sources.items()}
         topk = "the model's" if o.pre_nms_topk is None else str(o.pre_nms_topk)
+        score = (f"score >= the checkpoint's per-class operating point (lowest {o.score_threshold:.3g})"
+                 if p.score_auto else f"score >= {o.score_threshold:g}")
         return (f"{len(self.images)} image(s) under {self.folder} -> {self.out_dir}\n"
                 f"{rescale}; {how}; device {self.device}{' (float16)' if o.half else ''}\n"
-                f"score >= {o.score_threshold:g}, NMS IoU {o.nms_iou:g}, {topk} candidates per class before NMS, "
+                f"{score}, NMS IoU {o.nms_iou:g}, {topk} candidates per class before NMS, "
                 f"max {o.max_det} detections/image, "
                 f"width scale {o.width_scale:g} ({sources.get('width', 'default')}), "
                 f"length scale {o.length_scale:g} ({sources.get('length', 'default')})")
