@@ -28,7 +28,8 @@ import shapely  # noqa: E402
 import torch  # noqa: E402
 
 from obbdet.boxes import xywha_to_poly  # noqa: E402
-from obbdet.nms import nms_rotated, nms_rotated_numpy  # noqa: E402
+from obbdet.nms import nms_rotated  # noqa: E402
+from obbdet.nms_cpu import nms_rotated_numpy  # noqa: E402
 
 CAR_LENGTH_PX, CAR_WIDTH_PX = 45.0, 19.0  # a 4.5 m x 1.9 m car at 10 cm ground sampling distance
 SLOT_PITCH_PX, ROW_PITCH_PX, AISLE_PX = 25.0, 50.0, 60.0  # 2.5 m slots, rows of 5 m, 6 m aisles every 2 rows

@@ -1,7 +1,8 @@
 """Rotated NMS on the GPU: Triton kernels for the suppression bitmask and the greedy reduction.
 
-Same semantics as :mod:`obbdet.nms` (which dispatches here for CUDA tensors): greedy by descending score
-(stable for ties), suppress when ``IoU > iou_threshold``, exact rotated-rectangle intersection.
+Same semantics as :mod:`obbdet.nms` (which dispatches here for CUDA tensors) and its CPU path
+:mod:`obbdet.nms_cpu`: greedy by descending score (stable for ties), suppress when ``IoU > iou_threshold``,
+exact rotated-rectangle intersection.
 
 1. Boxes are ranked by score (stable sort) and, separately, put in a spatial order (Morton code of the
    centres) and cut into blocks of :data:`BLOCK` boxes. Only pairs of blocks whose axis-aligned bounds
@@ -22,7 +23,8 @@ The kernels run under ``TRITON_INTERPRET=1`` on CPU tensors too (set before this
 is how the tests check them against the CPU path on machines without a GPU.
 
 Computation is in float64 for float64 boxes and in float32 otherwise, with coordinates relative to the pair's
-centres (no precision loss on large images), at the tolerances of the CPU path (``obbdet.nms.TOL_REL_*``).
+centres (no precision loss on large images), at the CPU path's tolerances (``obbdet.nms_cpu.TOL_REL_*``).
+This module imports :mod:`obbdet.nms_cpu` only, never the dispatcher :mod:`obbdet.nms` (no import cycle).
 """
 from __future__ import annotations
 
@@ -32,14 +34,14 @@ import logging
 import torch
 
 from obbdet.boxes import BOX_DIM, xywha_to_aabb
-from obbdet.nms import TOL_REL_FLOAT32, TOL_REL_FLOAT64, nms_rotated_numpy
+from obbdet.nms_cpu import nms_rotated_numpy, tolerance_for
 
 logger = logging.getLogger(__name__)
 
 try:
     import triton
     import triton.language as tl
-except ImportError:  # CPU-only installs: obbdet.nms falls back to its CPU path
+except ImportError:  # CPU-only installs: obbdet.nms falls back to the CPU path
     triton = None
     tl = None
 
@@ -307,10 +309,10 @@ def nms_rotated_triton(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold:
                        "path instead", n, n * n_words * 8 / 2 ** 30)
         keep = nms_rotated_numpy(boxes.detach().double().cpu().numpy(), scores.detach().double().cpu().numpy(),
                                  iou_threshold, None if labels is None else labels.detach().cpu().numpy(),
-                                 max_output, TOL_REL_FLOAT64 if boxes.dtype == torch.float64 else TOL_REL_FLOAT32)
+                                 max_output, tolerance_for(boxes.dtype))
         return torch.from_numpy(keep).to(device)
     compute = torch.float64 if boxes.dtype == torch.float64 else torch.float32
-    tol_rel = TOL_REL_FLOAT64 if compute == torch.float64 else TOL_REL_FLOAT32
+    tol_rel = tolerance_for(compute)
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         order = torch.sort(scores.detach(), descending=True, stable=True).indices  # rank -> input index
         ranked = boxes.detach()[order].to(compute)

@@ -21,7 +21,8 @@ import torch
 import obbdet
 from obbdet.boxes import BOX_DIM, xywha_to_aabb, xywha_to_poly
 from obbdet.iou import box_iou_rotated, intersection_area_rotated
-from obbdet.nms import TOL_REL_FLOAT64, batched_nms_rotated, nms_rotated, nms_rotated_numpy
+from obbdet.nms import batched_nms_rotated, nms_rotated
+from obbdet.nms_cpu import TOL_REL_FLOAT64, nms_rotated_numpy
 from obbdet.pairs import aabb_overlap_pairs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -415,6 +416,16 @@ def test_output_contract_max_output_and_empty_input():
 def test_lazy_top_level_exports():
     assert obbdet.nms_rotated is nms_rotated
     assert obbdet.batched_nms_rotated is batched_nms_rotated
+
+
+def test_nms_modules_form_no_import_cycle():
+    # the dispatcher imports the CPU path (and the Triton path lazily); the Triton path imports only the CPU
+    # path; the CPU path is numpy only
+    code = ("import sys; import obbdet.nms_cpu; assert 'torch' not in sys.modules, 'torch'; "
+            "import obbdet.nms_triton; assert 'obbdet.nms' not in sys.modules, 'obbdet.nms'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("boxes, scores, thr, match", [
