@@ -37,12 +37,21 @@ class ModelConfig:
     ``image_size``: the square training/validation input side in pixels; must be a multiple of the network
     stride ``2 ** max_level`` (128 for levels 3-7). The trained model accepts any multiple of that stride.
     ``None`` fields keep the variant's own value.
+
+    Starting weights (applied when a run starts, not again on ``--resume``; see ``obbdet.model.init_weights``):
+    ``pretrained`` loads the backbone's ImageNet weights through timm (downloaded once and cached; offline, give
+    the file as ``backbone_weights``). ``init`` then loads whatever fits from earlier weights: ``effdet-coco``
+    (effdet's COCO-trained checkpoint of the same variant, downloaded and cached by effdet), or the path of an
+    obbdet checkpoint (its EMA weights when present; the class head matched by class name, so classes may be
+    added, dropped or reordered) or of an effdet state_dict file (everything but the class head). A table of the
+    tensors loaded, class-matched, new and skipped is printed.
     """
 
     variant: str = "obbdet_tiny"
     image_size: int = 256
-    pretrained: bool = False  # True needs backbone_weights: weights are never downloaded
-    backbone_weights: str = ""  # local file with timm backbone weights (state dict)
+    pretrained: bool = False  # backbone ImageNet weights through timm (downloaded and cached; see backbone_weights)
+    backbone_weights: str = ""  # local file with timm backbone weights (state dict), for use without network
+    init: str | None = None  # effdet-coco | path of an obbdet checkpoint or effdet state_dict; None: no init
     heading: bool | None = False  # heading head (vehicle front); None: on when the training data carry headings
     fpn_channels: int | None = None
     fpn_cell_repeats: int | None = None
@@ -367,9 +376,18 @@ def validate_config(cfg: RunConfig) -> None:
     for section, name in positive:
         if getattr(getattr(cfg, section), name) <= 0:
             raise ConfigError(f"config: {section}.{name} must be > 0")
-    if cfg.model.pretrained and not cfg.model.backbone_weights:
-        raise ConfigError("config: model.pretrained=true needs model.backbone_weights=/path/to/weights "
-                          "(weights are never downloaded)")
+    if cfg.model.backbone_weights and not Path(cfg.model.backbone_weights).expanduser().is_file():
+        raise ConfigError(f"config: model.backbone_weights={cfg.model.backbone_weights}: file not found")
+    if cfg.model.init == "effdet-coco":
+        from obbdet.model.detector import MODEL_VARIANTS
+
+        if cfg.model.variant in MODEL_VARIANTS:
+            raise ConfigError(f"config: model.init=effdet-coco: effdet has no COCO weights for obbdet's own variant "
+                              f"{cfg.model.variant}; use an effdet variant (model.variant=tf_efficientdet_d0, ...) "
+                              f"or model.init=PATH")
+    elif cfg.model.init and not Path(cfg.model.init).expanduser().is_file():
+        raise ConfigError(f"config: model.init={cfg.model.init}: file not found (expected effdet-coco, an obbdet "
+                          f"checkpoint or an effdet state_dict file)")
     for section, name in (("data", "rotate_prob"), ("data", "object_focus_prob")):
         if not 0.0 <= getattr(getattr(cfg, section), name) <= 1.0:
             raise ConfigError(f"config: {section}.{name} must be in [0, 1]")

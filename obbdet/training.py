@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -225,10 +225,13 @@ class TrainState:
         return self.ema.module if self.ema is not None else self.detector
 
 
-def build_model(cfg: RunConfig, class_names: list[str], heading: bool, device: torch.device, dist: DistInfo):
+def build_model(cfg: RunConfig, class_names: list[str], heading: bool, device: torch.device, dist: DistInfo,
+                load_weights: bool = True):
     """The Detector on ``device`` (channels_last when configured), wrapped in DDP (SyncBN optional) when
-    distributed."""
-    detector = build_detector(cfg.model, class_names, heading=heading).to(device)
+    distributed. Its starting weights (``model.pretrained``, ``model.backbone_weights``, ``model.init``) are
+    loaded unless ``load_weights`` is False: a resumed run takes every weight from its own checkpoint."""
+    detector = build_detector(cfg.model, class_names, heading=heading, load_weights=load_weights,
+                              verbose=dist.is_main).to(device)
     if cfg.optim.channels_last:
         detector = detector.to(memory_format=torch.channels_last)
     if not dist.enabled:
@@ -337,7 +340,8 @@ def resume_config(run_dir: Path, overrides) -> tuple[RunConfig | None, dict | No
         return None, None
     ckpt = load_checkpoint(last)
     cfg = apply_overrides(config_from_dict(ckpt["config"], where=str(last)), overrides)
-    validate_config(cfg)
+    # the starting-weight files are not read again on resume, so they may have moved since
+    validate_config(replace(cfg, model=replace(cfg.model, init=None, backbone_weights="")))
     return cfg, ckpt
 
 

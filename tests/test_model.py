@@ -99,9 +99,8 @@ def test_predict_keeps_up_to_max_det_per_image(detector):
     assert (outputs[0]["scores"][:-1] >= outputs[0]["scores"][1:]).all()
 
 
-def test_pretrained_needs_local_file(tmp_path):
-    with pytest.raises(PretrainedWeightsError, match="never downloaded"):
-        build_detector(ModelConfig(variant="obbdet_micro", image_size=128, pretrained=True), CLASSES)
+def test_backbone_weights_file_must_exist(tmp_path):
+    # model.pretrained without a file goes through timm's download: tests/test_model_init.py checks it offline
     with pytest.raises(PretrainedWeightsError, match="not found"):
         build_detector(ModelConfig(variant="obbdet_micro", image_size=128, backbone_weights=str(tmp_path / "x.pt")),
                        CLASSES)

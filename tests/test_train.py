@@ -63,8 +63,8 @@ def test_overrides_are_type_checked():
         resolve_config(None, ["epochs"])
     with pytest.raises(ConfigError, match="optim.optimizer='adam' is not one of adamw, sgd"):
         resolve_config(None, ["optimizer=adam"])
-    with pytest.raises(ConfigError, match="backbone_weights"):
-        resolve_config(None, ["model.pretrained=true"])
+    with pytest.raises(ConfigError, match="model.backbone_weights=/no/such/file.pth: file not found"):
+        resolve_config(None, ["model.backbone_weights=/no/such/file.pth"])
 
 
 def test_yaml_config_and_errors(tmp_path):

@@ -31,6 +31,9 @@ with warnings.catch_warnings():
 
 from obbdet.model.anchors import AnchorGenerator, AnchorSet
 from obbdet.model.coder import ANGLE_DIM, DELTA_DIM, HEADING_DIM
+from obbdet.model.init_weights import (
+    EFFDET_COCO, PretrainedWeightsError, apply_init, one_line_reason, read_init_source,
+)
 from obbdet.model.postprocess import PostProcessor
 
 logger = logging.getLogger(__name__)
@@ -56,10 +59,6 @@ MODEL_VARIANTS: dict[str, tuple[str, dict]] = {
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights were requested but cannot be loaded from a local file."""
 
 
 def available_variants() -> list[str]:
@@ -127,10 +126,11 @@ class Detector(nn.Module):
     """Oriented-box EfficientDet.
 
     spec: ``{"effdet_config": dict, "class_names": [...], "heading": bool}`` — everything needed to rebuild the
-    network (stored in checkpoints). ``backbone_weights``: optional local file of timm backbone weights.
+    network (stored in checkpoints). ``backbone_weights``: optional local file of timm backbone weights;
+    ``pretrained_backbone`` without it: the backbone's ImageNet weights through timm (downloaded and cached).
     """
 
-    def __init__(self, spec: dict, backbone_weights: str = ""):
+    def __init__(self, spec: dict, backbone_weights: str = "", pretrained_backbone: bool = False):
         super().__init__()
         from omegaconf import OmegaConf
 
@@ -140,11 +140,20 @@ class Detector(nn.Module):
         self.num_classes = len(self.class_names)
         self.has_heading = bool(spec.get("heading", False))
         effdet_cfg = OmegaConf.create(cfg)
-        pretrained = bool(backbone_weights)
-        if pretrained:
+        if backbone_weights:
             effdet_cfg.backbone_args = dict(effdet_cfg.backbone_args or {},
                                             pretrained_cfg_overlay=dict(file=str(_check_weights(backbone_weights))))
-        self.net = EfficientDet(effdet_cfg, pretrained_backbone=pretrained)
+            self.net = EfficientDet(effdet_cfg, pretrained_backbone=True)
+        elif pretrained_backbone:
+            try:
+                self.net = EfficientDet(effdet_cfg, pretrained_backbone=True)
+            except Exception as exc:  # noqa: BLE001 - offline, hub, HTTP or cache errors all end the same way
+                raise PretrainedWeightsError(
+                    f"model.pretrained=true: cannot get the ImageNet weights of backbone {cfg['backbone_name']} "
+                    f"through timm ({one_line_reason(exc)}); without network, pass a local file: "
+                    f"model.backbone_weights=PATH") from None
+        else:
+            self.net = EfficientDet(effdet_cfg, pretrained_backbone=False)
         _make_resampling_size_agnostic(self.net.fpn)
         self.anchors = AnchorGenerator(cfg["min_level"], cfg["max_level"], cfg["num_scales"],
                                        cfg["aspect_ratios"], cfg["anchor_scale"])
@@ -236,20 +245,37 @@ class Detector(nn.Module):
 def _check_weights(path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise PretrainedWeightsError(f"backbone weights file {path} not found (pretrained weights are only loaded "
-                                     f"from a local file; nothing is downloaded)")
+        raise PretrainedWeightsError(f"model.backbone_weights={path}: file not found")
     return path
 
 
-def build_detector(model_cfg, class_names: list[str], heading: bool = False) -> Detector:
-    """A fresh Detector from a ``ModelConfig`` (pretrained backbone only from ``model_cfg.backbone_weights``)."""
-    if model_cfg.pretrained and not model_cfg.backbone_weights:
-        raise PretrainedWeightsError("model.pretrained=true needs model.backbone_weights=/path/to/weights: "
-                                     "pretrained weights are never downloaded")
+def build_detector(model_cfg, class_names: list[str], heading: bool = False, *, load_weights: bool = True,
+                   verbose: bool = True) -> Detector:
+    """A new Detector from a ``ModelConfig``, with its starting weights.
+
+    ``model.backbone_weights`` (a local timm state_dict) or ``model.pretrained`` (timm's ImageNet weights) set the
+    backbone; then ``model.init`` (``obbdet.model.init_weights``) loads whatever fits from an obbdet checkpoint, an
+    effdet state_dict or ``effdet-coco``, and its table (loaded / class-matched / new / skipped) is printed when
+    ``verbose``. ``load_weights=False`` skips all of these: a resumed run restores every weight from its own
+    checkpoint. Raises PretrainedWeightsError (one line) when starting weights cannot be had.
+    """
+    init = model_cfg.init or ""
+    if load_weights and init == EFFDET_COCO and model_cfg.variant in MODEL_VARIANTS:
+        raise PretrainedWeightsError(f"model.init=effdet-coco: effdet has no COCO weights for obbdet's own "
+                                     f"variant {model_cfg.variant}; use an effdet variant "
+                                     f"(model.variant=tf_efficientdet_d0, ...) or model.init=PATH")
     spec = {"effdet_config": build_effdet_config(model_cfg, len(class_names)), "class_names": list(class_names),
             "heading": bool(heading)}
     stride = 2 ** spec["effdet_config"]["max_level"]
     if model_cfg.image_size % stride:
         raise ValueError(f"model.image_size={model_cfg.image_size} is not a multiple of the network stride {stride}")
-    return Detector(spec, backbone_weights=model_cfg.backbone_weights if model_cfg.pretrained or
-                    model_cfg.backbone_weights else "")
+    if not load_weights:
+        return Detector(spec)
+    detector = Detector(spec, backbone_weights=model_cfg.backbone_weights,
+                        pretrained_backbone=bool(model_cfg.pretrained))
+    if init:
+        report = apply_init(detector, read_init_source(init, model_cfg.variant))
+        detector.init_report = report
+        if verbose:
+            print(report.table(), flush=True)
+    return detector
