@@ -4,7 +4,8 @@ Detectors trained on loosely labelled data draw boxes that are systematically to
 detection's short side by a constant factor (centre and angle kept) can add several points of mAP at high
 IoU thresholds. ``calibrate`` searches that factor on a coarse-to-fine grid (steps 0.02, 0.004, 0.001)
 and, with ``search_length``, the long-side factor too (coordinate ascent: width, length, width again).
-Among equal scores the factor closest to 1 wins, so a flat curve never moves boxes for nothing.
+Among equal scores 1.0 wins when it is one of them, so a flat curve never moves boxes for nothing; otherwise
+the middle of the best plateau nearest to 1 (:func:`_plateau_choice`).
 """
 from __future__ import annotations
 
@@ -42,10 +43,34 @@ def search_factor(objective: Callable[[float], float], low: float, high: float,
         grid = [f for f in grid if low - 1e-9 <= f <= high + 1e-9]
         scores = [value(f) for f in grid]
         top = max(scores)
-        winners = [f for f, s in zip(grid, scores) if s >= top - 1e-12]
-        best = min(winners, key=lambda f: (abs(f - 1.0), f))
+        best = _plateau_choice(grid, [s >= top - 1e-12 for s in scores], step)
         span = (max(low, best - step), min(high, best + step))
     return best, value(best)
+
+
+def _plateau_choice(grid: list[float], winning: list[bool], step: float) -> float:
+    """The factor to take among equal best scores: 1.0 when it is one of them (a flat curve never moves boxes
+    for nothing), else the middle of the run of consecutive winners nearest to 1.
+
+    A run of equal scores means every factor in it puts each matched box on the same side of every IoU
+    threshold: the data cannot tell them apart, and the middle is the estimate with the least bias (the end
+    nearest 1 would systematically under-correct: with labels 8% wider than exact detections, mAP50-95 is
+    flat from 1.026 to 1.137 and the nearest end is 1.026).
+    """
+    runs, current = [], []
+    for f, win in zip(grid, winning):
+        if win:
+            current.append(f)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    if any(abs(f - 1.0) < 1e-9 for run in runs for f in run):
+        return 1.0
+    run = min(runs, key=lambda r: (min(abs(f - 1.0) for f in r), r[0]))
+    middle = (run[0] + run[-1]) / 2
+    return min(run, key=lambda f: (abs(f - middle), f))  # a grid point (evaluated), nearest the middle
 
 
 def calibrate(evaluator: Evaluator, *, search_length: bool = False, width_range=WIDTH_RANGE,

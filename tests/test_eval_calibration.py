@@ -75,3 +75,15 @@ def test_search_factor_prefers_one_on_flat_curves_and_finds_peaks():
     assert search_factor(lambda f: 0.5, 0.7, 1.1) == (1.0, 0.5)
     best, value = search_factor(lambda f: -(f - 0.8731) ** 2, 0.7, 1.1)
     assert abs(best - 0.8731) <= 0.0005 and value <= 0
+
+
+def test_plateau_of_equal_scores_takes_its_middle_unless_it_holds_one():
+    from obbdet.eval.calibration import search_factor
+
+    # mAP flat on [1.026, 1.137] (labels 8% wider than exact detections): the middle, not the end nearest 1
+    plateau = lambda f: 1.0 if 1.026 <= f <= 1.137 else 0.5  # noqa: E731
+    best, value = search_factor(plateau, 0.8, 1.2, steps=(0.005, 0.001))
+    assert value == 1.0 and abs(best - (1.026 + 1.137) / 2) <= 0.003
+    # a flat curve that includes 1.0 keeps 1.0
+    best, _ = search_factor(lambda f: 1.0 if 0.97 <= f <= 1.2 else 0.0, 0.8, 1.2, steps=(0.005, 0.001))
+    assert best == 1.0
