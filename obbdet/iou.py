@@ -183,18 +183,15 @@ def _clamp_polygon_to_box_numpy(x, y, x_lo, x_hi, y_lo, y_hi):
 def _shoelace(xs, ys, xp):
     """Signed areas ``[P]`` of closed polygons ``(xs [K, P], ys [K, P])``.
 
-    Numpy adds the ``K`` terms row after row, so a pair's area never depends on how many pairs are computed
-    with it (a library reduction sums a single pair's contiguous column in another order): NMS, which
-    intersects pairs in batches of every size, gets the bits :func:`box_iou_rotated` reports.
+    A single polygon is computed as two: numpy sums a lone contiguous column in another order than a column
+    among several (row after row), and a pair's area must not depend on how many pairs are computed with it
+    (NMS intersects pairs in batches of every size and must get the bits :func:`box_iou_rotated` reports).
     """
     if xp is np:
-        last = xs.shape[0] - 1
-        forward, backward = xs[0] * ys[1], xs[1] * ys[0]
-        for k in range(1, last):
-            forward += xs[k] * ys[k + 1]
-            backward += xs[k + 1] * ys[k]
-        twice = forward - backward
-        twice += xs[last] * ys[0] - xs[0] * ys[last]
+        if xs.shape[1] == 1:
+            return _shoelace(np.repeat(xs, 2, axis=1), np.repeat(ys, 2, axis=1), xp)[:1]
+        twice = np.einsum("kp,kp->p", xs[:-1], ys[1:]) - np.einsum("kp,kp->p", xs[1:], ys[:-1])
+        twice += xs[-1] * ys[0] - xs[0] * ys[-1]
         return 0.5 * twice
     return 0.5 * (xs * _roll_next(ys, xp) - _roll_next(xs, xp) * ys).sum(0)
 

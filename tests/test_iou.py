@@ -205,6 +205,38 @@ def test_near_square_boxes_are_representation_independent():
     assert abs(ious[0] - shapely_iou(base, other)[0]) <= TOL
 
 
+def test_a_pairs_area_does_not_depend_on_its_batch():
+    # NMS intersects pairs in batches of every size (often one pair) and must decide with the very values that
+    # box_iou_rotated reports for the same pairs in one call
+    b1, b2 = random_pairs(np.random.default_rng(11), 3000)
+    rows1, rows2 = I.trig_rows(b1), I.trig_rows(b2)
+    index = np.arange(len(b1))
+    whole = I.intersection_area_pairs(rows1, rows2, index, index)
+    np.testing.assert_array_equal(whole, I.intersection_area_rotated(b1, b2))
+    for size in (1, 2, 3, 7, 2049):
+        parts = [I.intersection_area_pairs(rows1, rows2, index[s:s + size], index[s:s + size])
+                 for s in range(0, min(len(b1), 200 * size), size)]
+        parts = np.concatenate(parts)
+        np.testing.assert_array_equal(parts, whole[:len(parts)])
+    iou = I.box_iou_rotated(b1, b2, aligned=True)
+    singles = [I.box_iou_rotated(b1[k:k + 1], b2[k:k + 1], aligned=True)[0] for k in range(200)]
+    np.testing.assert_array_equal(singles, iou[:200])
+
+
+def test_nms_tolerance_snaps_right_angles_and_floors_round_off():
+    box = np.array([[30.0, 40.0, 25.0, 10.0, 0.3]])
+    turned = box[:, [0, 1, 3, 2, 4]] + [0, 0, 0, 0, PI / 2 + 1e-12]  # the same rectangle, 1e-12 rad off
+    exact = I.intersection_area_rotated(box, turned)[0]
+    assert exact == pytest.approx(250.0, rel=1e-9)
+    assert I.intersection_area_rotated(box, turned, tol_rel=1e-9)[0] == 250.0  # snapped: the same edges
+    theta = 0.6  # rotated neighbours sharing a long edge: exactly 0 at the tolerance, whatever the rounding
+    row = np.array([[100.0 - 12.0 * k * math.sin(theta), 50.0 + 12.0 * k * math.cos(theta), 30.0, 12.0, theta]
+                    for k in range(40)])
+    np.testing.assert_array_equal(I.intersection_area_rotated(row[:-1], row[1:], tol_rel=1e-9), 0.0)
+    with pytest.raises(ValueError, match="tol_rel"):
+        I.intersection_area_rotated(box, box, tol_rel=-1.0)
+
+
 def test_iou_properties_on_a_scene():
     rng = np.random.default_rng(9)
     boxes = scene(rng, 300)
