@@ -355,11 +355,12 @@ def trig_rows(boxes):
 def intersection_area_pairs(rows1, rows2, idx1, idx2, *, tol_rel: float = 0.0):
     """Intersection areas ``[K]`` of the pairs ``(rows1[idx1[k]], rows2[idx2[k]])`` of :func:`trig_rows` rows.
 
-    The project's one rotated intersection: :func:`box_iou_rotated` (so the evaluation) and the CPU rotated NMS
-    compute every area with it, so an NMS decision and the IoU reported for the same pair (in the same order)
-    come from the same value, also at a threshold tie. ``tol_rel`` (0: exact) resolves the geometry relative to
-    the pair's largest half side: relative angles within it of a multiple of 90 degrees are that multiple, and
-    areas at most ``tol_rel`` times that half side squared are 0 (NMS: touching boxes never suppress).
+    The project's one rotated intersection: :func:`box_iou_rotated` (so the evaluation's rotated pairs) and the
+    CPU NMS compute every area with it, so an NMS decision and the IoU reported for the same pair (in the same
+    order) come from the same value, also at a threshold tie. ``tol_rel`` (0: exact) resolves the geometry
+    relative to the pair's largest half side: relative angles within it of a multiple of 90 degrees are that
+    multiple, and areas at most ``tol_rel`` times that half side squared are 0 (NMS: touching boxes never
+    suppress each other).
     """
     return _row_intersections(rows1, rows2, idx1, idx2, _xp(rows1), _check_tol(tol_rel))
 

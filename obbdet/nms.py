@@ -24,7 +24,7 @@ Paths, dispatched on the boxes' device (this module validates the input and disp
   only, and a greedy pass over the sparse suppression graph in blocks of ranks of doubling size. Its areas come
   from the project's one rotated intersection (:func:`obbdet.iou.intersection_area_pairs`, the tolerance above
   being its ``tol_rel``) and its IoU from :func:`obbdet.iou.box_iou_rotated`'s formula, so wherever the
-  tolerance does not act a tie at the threshold is decided as the IoU and the evaluation report it.
+  tolerance does not act a tie at the threshold is decided as ``box_iou_rotated`` (and the evaluation) see it.
 * CUDA (:mod:`obbdet.nms_triton`): a Triton kernel writes the suppression bitmask in blocks of boxes with
   an exact intersection in registers, at the same tolerances; a second single-program kernel runs the greedy
   reduction on the device, so the host syncs a fixed number of times per call, never once per box.

@@ -10,8 +10,8 @@ small array ops is what decides the 1k-box time, and this module imports no torc
 
 The areas come from the project's one rotated intersection, :func:`obbdet.iou.intersection_area_pairs`, at the
 tolerance below, and the IoU from :func:`obbdet.iou.box_iou_rotated`'s formula: wherever the tolerance does not
-act, the IoU compared for a pair (in rank order) is bit for bit the one ``box_iou_rotated`` and the evaluation
-report, so a tie at the threshold is decided the same way everywhere. The GPU kernels
+act, the IoU compared for a pair (in rank order) is bit for bit the one ``box_iou_rotated`` reports (the one
+the evaluation uses for rotated boxes), so a tie at the threshold is decided the same way everywhere. The GPU kernels
 (:mod:`obbdet.nms_triton`) use the same tolerances and fall back to :func:`nms_rotated_numpy` when their
 bitmask would not fit.
 """
@@ -94,7 +94,7 @@ def _suppressing_pairs(rows: np.ndarray, i: np.ndarray, j: np.ndarray, iou_thres
     """The pairs ``(i, j)`` (candidate index arrays into ``rows [N, 6]``) with ``IoU > iou_threshold``."""
     possible = _can_suppress(rows, i, j, iou_threshold)
     i, j = i[possible], j[possible]
-    # the intersection of box_iou_rotated (and so of the evaluation): one implementation, one value per pair
+    # the intersection of box_iou_rotated (and of the evaluation's rotated pairs): one value per pair
     inter = intersection_area_pairs(rows, rows, i, j, tol_rel=tol_rel)
     area = rows[:, 2] * rows[:, 3]
     union = area[i] + area[j] - inter  # > 0: both boxes have positive area
