@@ -98,3 +98,21 @@ def load_folder(folder, fmt: str, *, detections: bool, warnings: WarningLog, coo
                               coords=coords, progress=lambda items: _progress(items, f"reading {what} files"),
                               on_error=_fail)
     return labels, dict(listing.files)
+
+
+def parse_renames(text: str) -> dict[str, str]:
+    """``"small-vehicle=car,large-vehicle=truck"`` -> ``{"small-vehicle": "car", ...}``; ValueError otherwise."""
+    pairs = [item.split("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
+        raise ValueError(f"expected SRC=DST[,SRC=DST...], got {text!r}")
+    return {src.strip(): dst.strip() for src, dst in pairs}
+
+
+def rename_classes(labels: dict[str, ImageLabels], renames: dict[str, str]) -> dict[str, ImageLabels]:
+    """The label sets with every class named in ``renames`` renamed (e.g. a dataset's native names onto a
+    detector's); other classes unchanged."""
+    if not renames:
+        return labels
+    from dataclasses import replace
+
+    return {key: replace(item, classes=[renames.get(c, c) for c in item.classes]) for key, item in labels.items()}

@@ -65,6 +65,15 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _renames(text: str) -> dict[str, str]:
+    from .loading import parse_renames
+
+    try:
+        return parse_renames(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _image_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in text.replace("x", ",").split(","))
@@ -98,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="image size for relative coordinates and yolo_obb")
     io.add_argument("--classes", default=None, metavar="A,B,...",
                     help="evaluate only these classes, in this order (also yolo_obb's class index order)")
+    io.add_argument("--rename", type=_renames, default={}, metavar="SRC=DST,...",
+                    help="rename ground-truth classes, e.g. small-vehicle=car,large-vehicle=truck to score a "
+                         "detector with unified classes on DOTA labels")
     rules = parser.add_argument_group("rules")
     rules.add_argument("-t", "--threshold", type=float, default=None,
                        help="evaluate one IoU threshold (instead of --iou-thresholds)")
@@ -152,7 +164,7 @@ class _WarningCounter(logging.Handler):
 def _run(args) -> int:
     from .api import evaluate
     from .calibration import WIDTH_RANGE
-    from .loading import load_folder
+    from .loading import load_folder, rename_classes
     from .report import format_tables, summary_line
 
     start = time.perf_counter()
@@ -178,6 +190,7 @@ def _run(args) -> int:
     try:
         gt, gt_sources = load_folder(args.gtfolder, args.gtformat, detections=False, warnings=warnings,
                                      coords=args.gtcoords, image_size=args.imgsize, class_names=classes)
+        gt = rename_classes(gt, args.rename)
         sizes = {k: (v.width, v.height) for k, v in gt.items() if v.width and v.height}
         det, det_sources = load_folder(args.detfolder, args.detformat, detections=True, warnings=warnings,
                                        coords=args.detcoords, image_size=args.imgsize, image_sizes=sizes,

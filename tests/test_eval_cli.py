@@ -258,3 +258,21 @@ def test_cli_never_imports_torch(small_set, capsys):
     proc = subprocess.run([sys.executable, "-m", "eval.pascalvoc", "-gt", str(gt), "-det", str(det), "-q"],
                           cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("SUMMARY:")
+
+
+def test_rename_maps_ground_truth_classes_onto_the_detectors(fixtures_dir, tmp_path, capsys):
+    """DOTA labels scored against detections with unified class names (car, truck)."""
+    labels_dir = fixtures_dir / "dota" / "labelTxt"
+    det_dir = tmp_path / "det"
+    det_dir.mkdir()
+    names = {"small-vehicle": "car", "large-vehicle": "truck"}
+    for path in sorted(labels_dir.glob("*.txt")):
+        gt = read_dota(path)
+        keep = [i for i, (c, h) in enumerate(zip(gt.classes, gt.boxes[:, 3])) if h > 0 and c in names]
+        write_dota(det_dir / path.name, ImageLabels(boxes=gt.boxes[keep], classes=[names[gt.classes[i]] for i in keep],
+                                                    scores=np.linspace(1.0, 0.5, len(keep))))
+    code, out, _ = run(capsys, "-gt", labels_dir, "-det", det_dir, "-gtformat", "dota", "-detformat", "dota",
+                       "--rename", "small-vehicle=car,large-vehicle=truck", "--classes", "car,truck", "--no-per-class")
+    assert code == 0 and summary(out) == 100.0
+    code, _, err = run(capsys, "-gt", labels_dir, "-det", det_dir, "--rename", "small-vehicle")
+    assert code == 2 and "SRC=DST" in err

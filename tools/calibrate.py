@@ -75,10 +75,12 @@ def _step(text: str) -> float:
 
 
 def _renames(text: str) -> dict[str, str]:
-    pairs = [item.split("=") for item in text.split(",") if item.strip()]
-    if not pairs or any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
-        raise argparse.ArgumentTypeError(f"expected SRC=DST[,SRC=DST...], got {text!r}")
-    return {src.strip(): dst.strip() for src, dst in pairs}
+    from obbdet.eval.loading import parse_renames
+
+    try:
+        return parse_renames(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -147,7 +149,7 @@ def _check_folder(folder: Path, what: str) -> Path:
 def _load_gt(args, class_names: list[str]):
     """Ground truth by image key; malformed files and format mistakes become one-line setup errors."""
     from obbdet.eval.errors import EvalInputError, WarningLog
-    from obbdet.eval.loading import load_folder
+    from obbdet.eval.loading import load_folder, rename_classes
 
     warnings = WarningLog()
     try:
@@ -155,12 +157,7 @@ def _load_gt(args, class_names: list[str]):
                             class_names=class_names if args.gt_format == "yolo_obb" else None)
     except EvalInputError as exc:
         raise SetupError(str(exc)) from None
-    if args.rename:
-        from dataclasses import replace
-
-        gt = {key: replace(labels, classes=[args.rename.get(c, c) for c in labels.classes])
-              for key, labels in gt.items()}
-    return gt, warnings.lines()
+    return rename_classes(gt, args.rename), warnings.lines()
 
 
 def _match(images: list[Path], gt: dict) -> tuple[dict, list[Path]]:
