@@ -21,14 +21,12 @@ import colorsys
 import hashlib
 import logging
 import math
-from pathlib import Path
 from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from obbdet.boxes import BOX_DIM, xywha_to_aabb, xywha_to_poly
-from obbdet.imageio import find_image, image_size, read_image_rgb, write_image_rgb  # noqa: F401 (drawing API)
 from obbdet.structures import ImageLabels
 
 logger = logging.getLogger(__name__)

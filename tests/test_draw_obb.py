@@ -9,8 +9,8 @@ import pytest
 
 from obbdet.formats import read_dota, write_obb_json
 from obbdet.structures import ImageLabels
-from obbdet.visualize import (OUTCOME_COLORS, class_color, contact_sheet, crop_with_context, draw_labels,
-                              read_image_rgb, write_image_rgb)
+from obbdet.imageio import read_image_rgb, write_image_rgb
+from obbdet.visualize import OUTCOME_COLORS, class_color, contact_sheet, crop_with_context, draw_labels
 from obbdet.tools import draw_obb
 
 BACKGROUND = (40, 40, 40)

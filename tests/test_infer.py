@@ -1,37 +1,34 @@
 """Inference: tiling, merging across tile borders, rescaling, caps, bad input, CLI.
 
-Most tests use ``BrightRectDetector``, a deterministic stand-in for a trained network that "detects" bright
-rectangles (thresholding + image moments): it sees half a vehicle where a tile border cuts one, exactly like
-a real model, so tiling, merging, rescaling and caps are tested against known geometry. The end-to-end tests
-at the bottom run real checkpoints: a tiny one trained for one short epoch in a fixture (plumbing, real
-images, bad input), and the quickstart run's (``python train.py quickstart 167``; skipped without it) for
-what needs a model that actually detects vehicles.
+These tests use ``BrightRectDetector`` (``tests/infer_support.py``), a deterministic stand-in for a trained
+network, so tiling, merging, rescaling and caps are tested against known geometry; ``test_infer_real.py`` runs
+real checkpoints.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from obbdet import inference
-from obbdet.boxes import BOX_DIM, normalize_xywha, xywha_to_poly
+from obbdet.boxes import xywha_to_poly
 from obbdet.formats import read_obb_json
 from obbdet.boxes import scale_xywha_sides
-from obbdet.imageio import PAD_GREY, read_image_rgb
+from obbdet.imageio import read_image_rgb
 from obbdet.inference import (InferenceOptions, Predictor, RawDetections, Tile, discover_images,
                               merge_tile_detections, plan_tiles, rescale_factor, run_inference, scale_xywha,
                               tile_origins)
 from obbdet.iou import box_iou_rotated
 
 from obbdet.cli import infer as infer_cli
+from tests.infer_support import (BrightRectDetector, bad_input_folder, detect_image, grid_boxes, match_ious,
+                                 render_rects, write_good)
 
 
 @pytest.fixture(autouse=True)
@@ -42,105 +39,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def detect_image(detector, image, *, options=InferenceOptions(), scale=1.0, class_names=None, name=None):
-    """One in-memory image through the Predictor (the path infer.py runs), as ImageLabels."""
-    names = list(class_names) if class_names is not None else ["0", "1"]
-    return Predictor(detector, names, options=options).predict(image, scale=scale, name=name).to_labels(image=name)
-
-
-# ---------------------------------------------------------------------------------------------------
-# A detector whose answers are known: bright rectangles -> their minimum-area rectangles
-# ---------------------------------------------------------------------------------------------------
-
-BACKGROUND = 30  # grey level of the synthetic ground
-COLORS = {0: (240, 200, 60), 1: (60, 200, 240)}  # class 0 "red" cars, class 1 "blue" trucks; same mean level
-FOREGROUND_MEAN = sum(COLORS[0]) / 3
-
-
-class BrightRectDetector:
-    """Finds bright blobs in ``[B, 3, H, W]`` float images in [0, 1] and returns, per blob, the rectangle with
-    the blob's area-weighted centroid and second moments (exact for a rendered rectangle, a partial box for
-    a rectangle cut by the image edge). Class 0 when red dominates, 1 when blue does; the score grows with
-    the blob's area. Records each input shape it was called with."""
-
-    stride = 128
-
-    def __init__(self):
-        self.calls: list[tuple[int, ...]] = []
-
-    def predict(self, images, score_threshold=0.05, max_det_per_image=1000, nms_iou=0.5, pre_nms_topk=None):
-        self.calls.append(tuple(images.shape))
-        assert images.dtype == torch.float32 and images.shape[2] % self.stride == 0
-        assert images.shape[3] % self.stride == 0
-        return [self._one(img.permute(1, 2, 0).numpy(), max_det_per_image) for img in images]
-
-    @staticmethod
-    def _one(rgb: np.ndarray, max_det: int) -> dict:
-        weight = np.clip((rgb.mean(axis=2) * 255 - BACKGROUND) / (FOREGROUND_MEAN - BACKGROUND), 0, 1)
-        weight[np.all(np.abs(rgb * 255 - PAD_GREY) < 0.5, axis=2)] = 0  # padding, as a trained network learns
-        count, components, stats, _ = cv2.connectedComponentsWithStats((weight > 0.5).astype(np.uint8))
-        boxes, scores, labels = [], [], []
-        height, width = weight.shape
-        for k in range(1, count):
-            x, y, w, h, _ = stats[k]
-            x0, y0, x1, y1 = max(x - 1, 0), max(y - 1, 0), min(x + w + 1, width), min(y + h + 1, height)
-            region = cv2.dilate((components[y0:y1, x0:x1] == k).astype(np.uint8), np.ones((3, 3), np.uint8))
-            patch = weight[y0:y1, x0:x1] * region  # numpy moments: cv2.moments reads an Nx2 array as a contour
-            ys, xs = np.mgrid[y0:y1, x0:x1] + 0.5  # pixel centres in pixel-corner coordinates
-            mass = patch.sum()
-            cx, cy = (patch * xs).sum() / mass, (patch * ys).sum() / mass
-            mu20, mu02 = (patch * (xs - cx) ** 2).sum() / mass, (patch * (ys - cy) ** 2).sum() / mass
-            mu11 = (patch * (xs - cx) * (ys - cy)).sum() / mass
-            half_trace, spread = (mu20 + mu02) / 2, math.hypot((mu20 - mu02) / 2, mu11)
-            # a uniform rectangle of side L has variance L^2 / 12 along that side
-            boxes.append([cx, cy, math.sqrt(12 * (half_trace + spread)), math.sqrt(12 * max(half_trace - spread, 0.0)),
-                          0.5 * math.atan2(2 * mu11, mu20 - mu02)])
-            scores.append(min(0.99, 0.3 + mass / 2000.0))
-            inside = patch > 0.5
-            labels.append(0 if rgb[y0:y1, x0:x1, 0][inside].mean() >= rgb[y0:y1, x0:x1, 2][inside].mean() else 1)
-        boxes = normalize_xywha(np.asarray(boxes, dtype=np.float64).reshape(-1, BOX_DIM))
-        order = np.argsort(-np.asarray(scores), kind="stable")[:max_det]
-        return {"boxes": torch.as_tensor(boxes[order], dtype=torch.float32),
-                "scores": torch.as_tensor(np.asarray(scores)[order], dtype=torch.float32),
-                "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64)[order])}
-
-
-def render_rects(width: int, height: int, boxes: np.ndarray, labels=None, scale: float = 1.0,
-                 supersample: int = 4) -> np.ndarray:
-    """A dark ``[H, W, 3]`` uint8 RGB scene of ``width x height`` x ``scale`` px with each box ``[N, 5]`` (given at
-    scale 1) filled in its class colour; edges anti-aliased by exact-ish area coverage (supersampling)."""
-    out_h, out_w = int(round(height * scale)), int(round(width * scale))
-    labels = np.zeros(len(boxes), int) if labels is None else np.asarray(labels)
-    image = np.full((out_h, out_w, 3), BACKGROUND, np.float32)
-    for cls, color in COLORS.items():
-        sel = np.asarray(boxes, dtype=np.float64).reshape(-1, BOX_DIM)[labels == cls]
-        if not len(sel):
-            continue
-        big = np.zeros((out_h * supersample, out_w * supersample), np.uint8)
-        polys = xywha_to_poly(sel) * scale * supersample - 0.5  # pixel-corner -> OpenCV pixel-centre coordinates
-        cv2.fillPoly(big, list(np.round(polys * 16).astype(np.int32)), 255, cv2.LINE_8, 4)
-        cover = cv2.resize(big, (out_w, out_h), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255
-        image = image * (1 - cover) + np.array(color, np.float32) * cover
-    return np.round(image).astype(np.uint8)
-
-
-def grid_boxes(nx: int, ny: int, spacing: float, origin=(20.0, 20.0), size=(36.0, 16.0), seed=0) -> np.ndarray:
-    """Non-overlapping vehicles on a jittered grid, random angles: ``[nx*ny, 5]``."""
-    rng = np.random.default_rng(seed)
-    xs, ys = np.meshgrid(np.arange(nx) * spacing + origin[0], np.arange(ny) * spacing + origin[1])
-    n = nx * ny
-    jitter = rng.uniform(-0.1, 0.1, (n, 2)) * spacing
-    return np.column_stack([xs.ravel() + jitter[:, 0], ys.ravel() + jitter[:, 1], np.full(n, size[0]),
-                            np.full(n, size[1]), rng.uniform(-math.pi / 2, math.pi / 2, n)])
-
-
-def match_ious(gt: np.ndarray, det: np.ndarray) -> np.ndarray:
-    """Best IoU of each GT box among the detections."""
-    if len(det) == 0:
-        return np.zeros(len(gt))
-    return box_iou_rotated(gt, det).max(axis=1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -302,7 +200,7 @@ def test_memory_bounded_by_batch_not_image():
 def test_small_images_share_batches_and_results_match(tmp_path):
     boxes = grid_boxes(3, 3, 90.0, origin=(40.0, 40.0), seed=5)
     for i in range(5):
-        _write_good(tmp_path / "in" / f"img{i}.png", boxes[i % 3:], size=(300, 280))
+        write_good(tmp_path / "in" / f"img{i}.png", boxes[i % 3:], size=(300, 280))
     detector = BrightRectDetector()
     images = discover_images(tmp_path / "in")
     summary = run_inference(Predictor(detector, ["car", "truck"], options=InferenceOptions(batch=4)), images,
@@ -356,37 +254,8 @@ def test_rescaling_two_resolutions_agree():
 # Reading images and folders
 # ---------------------------------------------------------------------------------------------------
 
-def _write_good(path: Path, boxes, size=(320, 256)):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(path.suffix, cv2.cvtColor(render_rects(*size, boxes), cv2.COLOR_RGB2BGR))
-    assert ok
-    path.write_bytes(data.tobytes())
-    return data.tobytes()
-
-
-def _bad_input_folder(root: Path) -> tuple[list[str], dict[str, str]]:
-    """Good images in nested folders among bad files; returns (good relative paths, bad name -> reason)."""
-    boxes = grid_boxes(3, 2, 90.0, origin=(50.0, 50.0), seed=7)
-    good = ["a.jpg", "sub/b.png", "sub/deeper/c.tif", "d.BMP"]
-    for rel in good:
-        _write_good(root / rel, boxes)
-    (root / "empty.jpg").write_bytes(b"")
-    jpeg = (root / "a.jpg").read_bytes()
-    (root / "truncated.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])
-    (root / "notes.png").write_text("this is not an image\n")
-    (root / "broken_link.jpg").symlink_to(root / "does_not_exist.jpg")
-    (root / "readme.txt").write_text("ignored: not an image extension")
-    bad = {"empty.jpg": "empty file", "truncated.jpg": "cannot decode", "notes.png": "cannot decode",
-           "broken_link.jpg": "not found"}
-    if os.geteuid() != 0:  # root reads anything: the permission case needs an ordinary user
-        _write_good(root / "locked.jpg", boxes)
-        os.chmod(root / "locked.jpg", 0)
-        bad["locked.jpg"] = "cannot read"
-    return good, bad
-
-
 def test_read_image_reasons(tmp_path):
-    good, bad = _bad_input_folder(tmp_path)
+    good, bad = bad_input_folder(tmp_path)
     assert read_image_rgb(tmp_path / good[0]).shape == (256, 320, 3)
     for name, reason in bad.items():
         with pytest.raises(inference.ImageReadError, match=reason):
@@ -394,15 +263,15 @@ def test_read_image_reasons(tmp_path):
 
 
 def test_discover_images_recursive_sorted_and_excludes_output(tmp_path):
-    good, bad = _bad_input_folder(tmp_path)
-    _write_good(tmp_path / "out" / "x.jpg", grid_boxes(1, 1, 10.0))
+    good, bad = bad_input_folder(tmp_path)
+    write_good(tmp_path / "out" / "x.jpg", grid_boxes(1, 1, 10.0))
     found = [p.relative_to(tmp_path).as_posix() for p in discover_images(tmp_path, exclude=[tmp_path / "out"])]
     assert found == sorted(good + list(bad))
     assert "readme.txt" not in found
 
 
 def test_bad_files_are_listed_and_good_ones_processed(tmp_path):
-    good, bad = _bad_input_folder(tmp_path / "in")
+    good, bad = bad_input_folder(tmp_path / "in")
     images = discover_images(tmp_path / "in")
     summary = run_inference(Predictor(BrightRectDetector(), ["car"]), images, tmp_path / "in", tmp_path / "out",
                             progress=False)
@@ -418,8 +287,8 @@ def test_bad_files_are_listed_and_good_ones_processed(tmp_path):
 
 def test_stem_collision_is_a_failure_not_an_overwrite(tmp_path):
     boxes = grid_boxes(2, 2, 90.0, origin=(50.0, 50.0))
-    _write_good(tmp_path / "in" / "a.jpg", boxes)
-    _write_good(tmp_path / "in" / "a.png", boxes[:1])
+    write_good(tmp_path / "in" / "a.jpg", boxes)
+    write_good(tmp_path / "in" / "a.png", boxes[:1])
     images = discover_images(tmp_path / "in")
     summary = run_inference(Predictor(BrightRectDetector(), ["car"]), images, tmp_path / "in", tmp_path / "out",
                             progress=False)
@@ -449,8 +318,8 @@ def fake_loader(monkeypatch):
 def _cli_folder(tmp_path) -> tuple[Path, Path, np.ndarray]:
     boxes = grid_boxes(3, 2, 100.0, origin=(60.0, 60.0), size=(40.0, 16.0), seed=9)
     folder = tmp_path / "frames"
-    _write_good(folder / "f1.png", boxes, size=(400, 300))
-    _write_good(folder / "sub" / "f2.png", boxes, size=(400, 300))
+    write_good(folder / "f1.png", boxes, size=(400, 300))
+    write_good(folder / "sub" / "f2.png", boxes, size=(400, 300))
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"fake")
     return folder, ckpt, boxes
@@ -494,7 +363,7 @@ def test_cli_width_scale_override_and_aabb_mode(tmp_path, fake_loader):
 
 
 def test_cli_bad_files_exit_nonzero(tmp_path, fake_loader, capsys):
-    good, bad = _bad_input_folder(tmp_path / "frames")
+    good, bad = bad_input_folder(tmp_path / "frames")
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"fake")
     rc = infer_cli.main([str(tmp_path / "frames"), "-1", str(ckpt), "obb", "--device", "cpu", "--quiet"])
@@ -534,8 +403,8 @@ def test_out_of_memory_fails_that_image_only(tmp_path):
             return super().predict(images, **kwargs)
 
     boxes = grid_boxes(2, 2, 90.0, origin=(50.0, 50.0))
-    _write_good(tmp_path / "in" / "big.png", boxes, size=(600, 200))
-    _write_good(tmp_path / "in" / "small.png", boxes, size=(250, 200))
+    write_good(tmp_path / "in" / "big.png", boxes, size=(600, 200))
+    write_good(tmp_path / "in" / "small.png", boxes, size=(250, 200))
     images = discover_images(tmp_path / "in")
     summary = run_inference(Predictor(PickyDetector(), ["car"], options=InferenceOptions(whole=True, batch=1)),
                             images, tmp_path / "in", tmp_path / "out", progress=False)
@@ -550,220 +419,6 @@ def test_heading_follows_anisotropic_rescaling():
     np.testing.assert_allclose(out[:3], [0.0, math.atan2(2, 1), math.atan2(-2, -1)])
     assert np.isnan(out[3])
     np.testing.assert_array_equal(inference.scale_heading(heading[:3], 0.5, 0.5), heading[:3])
-
-
-# ---------------------------------------------------------------------------------------------------
-# End to end with real checkpoints
-# ---------------------------------------------------------------------------------------------------
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART_RUN = Path(os.environ.get("OBBDET_QUICKSTART", PROJECT_ROOT / "runs" / "quickstart"))
-
-
-def quickstart_checkpoint() -> Path:
-    """The checkpoint of ``python train.py quickstart 167`` (best epoch, else last); skips when absent."""
-    run = QUICKSTART_RUN
-    if run.is_file():
-        return run
-    best = sorted(run.glob("best-checkpoint-*epoch.pt"))
-    if best:
-        return best[-1]
-    if (run / "last.pt").is_file():
-        return run / "last.pt"
-    pytest.skip(f"no quickstart checkpoint in {run}: run `python train.py quickstart 167` first "
-                f"(or set OBBDET_QUICKSTART to a run folder or .pt file)")
-
-
-def test_real_checkpoint_runs_on_dota_fixtures(tiny_checkpoint, fixtures_dir, tmp_path, capsys):
-    out = tmp_path / "dota_det"
-    rc = infer_cli.main([str(fixtures_dir / "dota" / "images"), "-1", str(tiny_checkpoint), "obb", "--out", str(out),
-                         "--device", "cpu", "--quiet", "--score", "0.2"])
-    assert rc == 0, capsys.readouterr()
-    for image in (fixtures_dir / "dota" / "images").glob("*.png"):
-        labels = read_obb_json(out / f"{image.stem}.json", detections=True)
-        assert labels.image == image.name
-        assert (labels.width, labels.height) == cv2.imread(str(image)).shape[1::-1]
-        assert np.isfinite(labels.boxes).all() and (labels.boxes[:, 2] >= labels.boxes[:, 3]).all()
-        assert set(labels.classes) <= {"car", "truck", "bus", "van"}
-    assert "images: 3 processed, 0 failed" in capsys.readouterr().out
-
-
-def test_real_checkpoint_runs_on_unlabeled_bus_yard(tiny_checkpoint, fixtures_dir, tmp_path, capsys):
-    """dota_demo.jpg (1616 x 1565), rescaled (buses and cars ~ 22 px wide there), aabb output and overlays."""
-    out = tmp_path / "demo_det"
-    rc = infer_cli.main([str(fixtures_dir / "unlabeled"), "22", str(tiny_checkpoint), "aabb", "--out", str(out),
-                         "--device", "cpu", "--quiet", "--draw", "--score", "0.2", "--batch", "2"])
-    assert rc == 0, capsys.readouterr()
-    doc = json.loads((out / "dota_demo.json").read_text())
-    assert (doc["width"], doc["height"]) == (1616, 1565)
-    assert all(len(obj["bbox"]) == 4 and obj["angle"] in (0.0, -90.0) for obj in doc["objects"])
-    overlay = cv2.imread(str(out / "overlays" / "dota_demo.jpg"))
-    assert overlay is not None and overlay.shape[:2] == (1565, 1616)
-    assert "rescale x" in capsys.readouterr().out
-
-
-def test_real_checkpoint_bad_files_and_foreign_checkpoint(tiny_checkpoint, tmp_path, capsys):
-    good, bad = _bad_input_folder(tmp_path / "frames")
-    rc = infer_cli.main([str(tmp_path / "frames"), "20", str(tiny_checkpoint), "obb", "--device", "cpu", "--quiet"])
-    printed = capsys.readouterr().out
-    assert rc == 1
-    assert f"images: {len(good)} processed, {len(bad)} failed" in printed
-    for name, reason in bad.items():
-        assert any(name in line and reason in line for line in printed.splitlines())
-    written = sorted(p.relative_to(tmp_path / "frames_det").as_posix() for p in (tmp_path / "frames_det").rglob("*.json"))
-    assert written == sorted(Path(g).with_suffix(".json").as_posix() for g in good)
-    # a checkpoint from another tool (a bare state dict) and a non-checkpoint file: one line, nothing written
-    foreign = tmp_path / "other_tool.pt"
-    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, foreign)
-    notes = tmp_path / "notes.pt"
-    notes.write_text("not a checkpoint")
-    for ckpt in (foreign, notes):
-        rc = infer_cli.main([str(tmp_path / "frames"), "20", str(ckpt), "obb", "--out", str(tmp_path / "never"),
-                             "--device", "cpu"])
-        err = capsys.readouterr().err.strip()
-        assert rc == 2 and "not an obbdet checkpoint" in err and len(err.splitlines()) == 1, err
-        assert not (tmp_path / "never").exists()
-
-
-def _quickstart_setup():
-    ckpt = quickstart_checkpoint()
-    detector, info = inference.load_detector(ckpt, "cpu")
-    return detector, info
-
-
-def _subset(labels, keep: np.ndarray):
-    """The detections of ``labels`` where ``keep`` is True."""
-    from obbdet.structures import ImageLabels
-
-    index = np.flatnonzero(keep)
-    return ImageLabels(image=labels.image, width=labels.width, height=labels.height, boxes=labels.boxes[index],
-                       classes=[labels.classes[i] for i in index], scores=labels.scores[index],
-                       difficult=np.zeros(len(index), bool), ignore=np.zeros(len(index), bool))
-
-
-def test_quickstart_dense_scene_600_vehicles_not_capped(caplog):
-    """A dense synthetic car park with 600 vehicles: about 600 detections at the model's best-F1 score
-    threshold, and nearly every vehicle found: nothing caps them at 100, 300 or 500."""
-    from obbdet.datasets_registry.synthetic import render_scene
-    from obbdet.eval import match_image
-
-    detector, info = _quickstart_setup()
-    image, gt = render_scene(11, 2048, 2048, dense=True, n_vehicles=600, vehicle_width=16.0)
-    assert len(gt) == 600
-    options = InferenceOptions(tile=768, overlap=128, batch=2, score_threshold=0.3, max_det=3000,
-                               nms_iou=info.nms_iou or 0.4)
-    with caplog.at_level(logging.WARNING):
-        det = detect_image(detector, image, options=options, scale=rescale_factor(info.train_vehicle_width, 16.0),
-                           class_names=info.class_names, name="dense")
-    assert not [r for r in caplog.records if "cap" in r.getMessage()]
-    positives = len(gt) - int(gt.difficult.sum())
-    found_any_class = box_iou_rotated(gt.boxes[~gt.difficult], det.boxes).max(axis=1) >= 0.5
-    assert found_any_class.mean() >= 0.9, f"only {found_any_class.sum()} of {positives} vehicles found"
-    best_f1, best = -1.0, None
-    for threshold in np.arange(0.3, 0.95, 0.05):
-        kept = _subset(det, det.scores >= threshold)
-        tp = int(match_image(gt, kept, 0.5).tp.sum())
-        f1 = 2 * tp / (len(kept) + positives)
-        if f1 > best_f1:
-            best_f1, best = f1, (threshold, len(kept), tp)
-    threshold, count, tp = best
-    print(f"best F1 {best_f1:.3f} at score {threshold:.2f}: {count} detections, {tp} true positives")
-    assert 0.85 * 600 <= count <= 1.15 * 600
-    assert tp >= 0.8 * positives
-
-
-def _crossing_tile_edges(boxes: np.ndarray, tiles) -> np.ndarray:
-    """Mask of boxes ``[N, 5]`` whose axis-aligned extent straddles an inner edge of some tile."""
-    polys = xywha_to_poly(boxes)
-    x0, y0, x1, y1 = polys[..., 0].min(1), polys[..., 1].min(1), polys[..., 0].max(1), polys[..., 1].max(1)
-    edges_x = {t.x1 for t in tiles if t.inner[2]} | {t.x0 for t in tiles if t.inner[0]}
-    edges_y = {t.y1 for t in tiles if t.inner[3]} | {t.y0 for t in tiles if t.inner[1]}
-    crossing = np.zeros(len(boxes), bool)
-    for x in edges_x:
-        crossing |= (x0 < x) & (x < x1)
-    for y in edges_y:
-        crossing |= (y0 < y) & (y < y1)
-    return crossing
-
-
-def test_quickstart_vehicles_cut_by_tile_borders_detected_once():
-    """Vehicles crossing inner tile edges are found as in whole-image mode, and no half-vehicle box survives
-    beside the whole one (a detection lying mostly on a crossing vehicle but matching no vehicle)."""
-    from obbdet.datasets_registry.synthetic import render_scene
-    from obbdet.iou import intersection_area_rotated
-
-    detector, info = _quickstart_setup()
-    image, gt = render_scene(22, 1280, 896, vehicle_width=float(info.train_vehicle_width), dense=True,
-                             scene="parking")
-    options = InferenceOptions(tile=512, overlap=128, batch=4, score_threshold=0.5, nms_iou=info.nms_iou or 0.4)
-    tiled = detect_image(detector, image, options=options, class_names=info.class_names)
-    whole = detect_image(detector, image, options=replace(options, whole=True), class_names=info.class_names)
-    crossing = _crossing_tile_edges(gt.boxes, plan_tiles(1280, 896, 512, 128, align=detector.stride)) & ~gt.difficult
-    assert crossing.sum() >= 20
-    found_tiled = (box_iou_rotated(gt.boxes[crossing], tiled.boxes) >= 0.5).any(axis=1)
-    found_whole = (box_iou_rotated(gt.boxes[crossing], whole.boxes) >= 0.5).any(axis=1)
-    assert found_tiled.sum() >= 0.9 * found_whole.sum(), (found_tiled.sum(), found_whole.sum())
-
-    def halves(det) -> int:
-        """Detections covered >= 60% by a crossing vehicle without matching any vehicle (IoU < 0.5)."""
-        if not len(det):
-            return 0
-        iou = box_iou_rotated(det.boxes, gt.boxes)
-        i, j = np.nonzero(iou[:, crossing] > 0)
-        cover = intersection_area_rotated(det.boxes[i], gt.boxes[crossing][j]) / (det.boxes[i, 2] * det.boxes[i, 3])
-        partial = np.zeros(len(det), bool)
-        partial[i[cover >= 0.6]] = True
-        return int((partial & (iou.max(axis=1) < 0.5)).sum())
-
-    assert halves(tiled) <= halves(whole) + 0.05 * crossing.sum(), (halves(tiled), halves(whole))
-
-
-def test_quickstart_tiled_and_whole_agree(tmp_path):
-    """A car park that fits in one pass (1024 x 1024): default tiling (768, overlap >= 128: four tiles) vs
-    ``--whole``, compared with tools/compute_miou.py: matched mIoU >= 0.98 and (almost) every detection matched."""
-    from obbdet.datasets_registry.synthetic import render_scene
-    from obbdet.checkpoint import load_checkpoint
-    from obbdet.tools import compute_miou as miou_tool
-
-    ckpt = quickstart_checkpoint()
-    info = inference.checkpoint_info(load_checkpoint(ckpt))
-    image, _ = render_scene(5, 1024, 1024, vehicle_width=float(info.train_vehicle_width), dense=True)
-    folder = tmp_path / "scene"
-    folder.mkdir()
-    cv2.imwrite(str(folder / "scene.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    common = [str(folder), "-1", str(ckpt), "obb", "--device", "cpu", "--quiet", "--score", "0.5"]
-    assert infer_cli.main(common + ["--out", str(tmp_path / "tiled")]) == 0
-    assert infer_cli.main(common + ["--out", str(tmp_path / "whole"), "--whole"]) == 0
-    assert miou_tool.main([str(tmp_path / "tiled"), str(tmp_path / "whole"), "--out", str(tmp_path / "miou")]) == 0
-    report = json.loads((tmp_path / "miou" / "miou.json").read_text())
-    n_whole = len(read_obb_json(tmp_path / "whole" / "scene.json", detections=True))
-    assert n_whole >= 20
-    print(f"{n_whole} detections whole, {report['matched']} matched, {report['unmatched_a']} only tiled, "
-          f"{report['unmatched_b']} only whole, matched mIoU {report['miou']:.4f}")
-    assert report["matched"] >= 0.9 * n_whole and report["unmatched_a"] <= 0.1 * n_whole  # no extra halves
-    assert report["miou"] >= 0.98, report
-
-
-def test_quickstart_rescaling_two_resolutions_agree():
-    """One scene at two resolutions (rendered at 2x, downsampled for 1x), each with its matching vehicle_width:
-    the detections agree after mapping the 2x ones to the 1x scale."""
-    from obbdet.datasets_registry.synthetic import render_scene
-    from obbdet.eval.miou import compute_miou
-
-    detector, info = _quickstart_setup()
-    high, _ = render_scene(8, 1280, 1024, vehicle_width=30.0)
-    low = cv2.resize(high, (640, 512), interpolation=cv2.INTER_AREA)
-    options = InferenceOptions(tile=768, overlap=128, score_threshold=0.5, nms_iou=info.nms_iou or 0.4)
-    det_high = detect_image(detector, high, options=options, scale=rescale_factor(info.train_vehicle_width, 30.0),
-                            class_names=info.class_names)
-    det_low = detect_image(detector, low, options=options, scale=rescale_factor(info.train_vehicle_width, 15.0),
-                           class_names=info.class_names)
-    assert (det_high.width, det_low.width) == (1280, 640)  # each in its own image's pixels
-    det_high.boxes = scale_xywha(det_high.boxes, 0.5, 0.5)
-    result = compute_miou({"scene": det_low}, {"scene": det_high})
-    assert len(det_low) >= 10
-    assert result.matched >= 0.9 * max(len(det_low), len(det_high)), result.format()
-    assert result.miou >= 0.9, result.format()
 
 
 def test_device_checks():

@@ -33,7 +33,7 @@ from obbdet.tools.coco import read_coco, write_coco  # noqa: E402
 from obbdet.tools.labelsets import (ImageSizes, ToolInputError, label_files, load_class_names,  # noqa: E402
                                     looks_like_detections, parse_image_size, read_folder, report_error,
                                     select_objects)
-from obbdet.visualize import find_image  # noqa: E402
+from obbdet.imageio import find_image  # noqa: E402
 
 FOLDER_FORMATS = ("obb_json", "dota", "yolo_obb")
 CONVERT_FORMATS = FOLDER_FORMATS + ("coco",)

@@ -42,9 +42,9 @@ from obbdet.eval.errors import EvalInputError  # noqa: E402
 from obbdet.formats import LabelFormatError  # noqa: E402
 from obbdet.io_utils import atomic_write_text  # noqa: E402
 from obbdet.structures import ImageLabels  # noqa: E402
+from obbdet.imageio import find_image, read_image_rgb, write_image_rgb  # noqa: E402
 from obbdet.visualize import (CAPTION_MODES, OUTCOME_COLORS, OUTCOME_DESCRIPTIONS, contact_sheet,  # noqa: E402
-                              crop_with_context, crowded, draw_labels, draw_outcomes, find_image, read_image_rgb,
-                              thumbnail, write_image_rgb)
+                              crop_with_context, crowded, draw_labels, draw_outcomes, thumbnail)
 from obbdet.tools.labelsets import FORMAT_CHOICES, ToolInputError, read_label_set, select_objects  # noqa: E402
 
 logger = logging.getLogger("draw_obb")

@@ -16,7 +16,7 @@ import numpy as np
 from obbdet.formats import (LABEL_FORMATS, LabelFiles, LabelFormatError, describe_read_error, list_label_files,
                             read_dota_task1, read_label_files)
 from obbdet.structures import ImageLabels
-from obbdet.visualize import find_image, image_size
+from obbdet.imageio import find_image, image_size
 
 FORMAT_CHOICES = ("auto",) + LABEL_FORMATS
 DOTA_DIFFICULT_TOKENS = frozenset({"0", "1", "2"})

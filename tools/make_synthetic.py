@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _write_previews(pairs, out_dir: Path, count: int) -> None:
     from obbdet.formats import read_obb_json
-    from obbdet.visualize import draw_labels, read_image_rgb, write_image_rgb
+    from obbdet.imageio import read_image_rgb, write_image_rgb
+    from obbdet.visualize import draw_labels
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for image_path, label_path in pairs[:count]:

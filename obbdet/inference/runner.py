@@ -114,7 +114,8 @@ def _write_outputs(path: Path, detections: Detections, original, target: Path, m
     target.parent.mkdir(parents=True, exist_ok=True)
     write_obb_json(target, labels)
     if overlay is not None:
-        from obbdet.visualize import draw_labels, write_image_rgb
+        from obbdet.imageio import write_image_rgb
+        from obbdet.visualize import draw_labels
 
         # the JSON keeps every detection above --score; the overlay only those worth looking at (the
         # checkpoint's operating point), so low-scoring candidates do not bury the vehicles under labels
