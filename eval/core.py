@@ -20,7 +20,7 @@ from obbdet.pairs import aabb_overlap_pairs
 
 from .ap import average_precision, precision_recall
 from .data import Dataset
-from .errors import EXIT_USAGE, EvalInputError
+from .errors import EXIT_BAD_INPUT, EXIT_USAGE, EvalInputError
 from .matching import (
     IOU_ODM, GreedyMatcher, best_gt_per_det, bounding_aabb, coco_match_group, exact_axis_aligned_bounds, pair_iou,
 )
@@ -158,11 +158,38 @@ class Evaluator:
         return boxes, exact_axis_aligned_bounds(boxes)
 
     def pair_ious(self, width_scale: float, length_scale: float):
-        """(gt index ``[K]``, det index ``[K]``, IoU ``[K]``) of the candidate pairs at a setting."""
+        """(gt index ``[K]``, det index ``[K]``, IoU ``[K]``) of the candidate pairs at a setting.
+
+        An overflow or a non-finite IoU is an error naming the first pair concerned, never a pair silently
+        left unmatched (which would lower the metric without a word)."""
         gi, dj = self._pairs()
         boxes, axis = self.scaled_detections(width_scale, length_scale)
         gt = self.data.gt
-        return gi, dj, pair_iou(gt.boxes, gt.axis, boxes, axis, gi, dj, self.rules.iou_mode)
+        try:
+            with np.errstate(over="raise"):
+                iou = pair_iou(gt.boxes, gt.axis, boxes, axis, gi, dj, self.rules.iou_mode)
+        except FloatingPointError as exc:
+            raise self._overflow(gi, dj, None, str(exc)) from None
+        bad = ~np.isfinite(iou)
+        if bad.any():
+            raise self._overflow(gi, dj, int(np.flatnonzero(bad)[0]), "IoU is not finite")
+        return gi, dj, iou
+
+    def _overflow(self, gi: np.ndarray, dj: np.ndarray, k: int | None, what: str) -> EvalInputError:
+        """The error for numbers the IoU cannot be computed from; names the pair (``k``) or the largest box."""
+        gt, det = self.data.gt, self.data.det
+        if k is None:  # which pair overflowed is not known: name the detection or GT with the largest numbers
+            det_top = int(np.argmax(np.abs(det.boxes[:, :4]).max(1))) if len(det) else 0
+            gt_top = int(np.argmax(np.abs(gt.boxes[:, :4]).max(1))) if len(gt) else 0
+            k_det = np.flatnonzero(dj == det_top)
+            k = int(k_det[0]) if len(k_det) else int(np.flatnonzero(gi == gt_top)[0]) if len(gi) else None
+        if k is None:
+            return EvalInputError(f"numeric overflow in the IoU ({what})", EXIT_BAD_INPUT)
+        g, d = int(gi[k]), int(dj[k])
+        return EvalInputError(
+            f"numeric overflow in the IoU ({what}) of image {self.data.images[det.image[d]]!r}: detection object "
+            f"#{int(det.obj_index[d])} {det.boxes[d].tolist()} against ground-truth object #{int(gt.obj_index[g])} "
+            f"{gt.boxes[g].tolist()}; boxes this large are not image coordinates", EXIT_BAD_INPUT)
 
     # -- flags per threshold --------------------------------------------------------------------------
 

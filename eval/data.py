@@ -20,6 +20,10 @@ from .errors import EXIT_BAD_INPUT, EXIT_USAGE, EvalInputError, WarningLog
 from .matching import exact_axis_aligned_bounds
 
 AABB_DIM = 4
+# Largest |cx|, |cy|, w, h accepted, in pixels: far beyond any image (a 1e7 px side is a 100-terapixel image),
+# far below where box arithmetic (squares of coordinates in the polygon areas, grid keys) loses meaning or
+# overflows. A larger value is a broken writer, not a detection.
+MAX_BOX_COORDINATE = 1e7
 
 
 @dataclass
@@ -140,15 +144,22 @@ def _normalized(boxes: np.ndarray) -> np.ndarray:
 
 
 def _check_finite(flat: FlatLabels, images: list[str], what: str, sources: dict | None) -> None:
+    """Malformed boxes are input errors naming file and object: NaN/inf, a negative size, or a centre or size
+    beyond :data:`MAX_BOX_COORDINATE` (one absurd box would otherwise overflow the arithmetic of every pair
+    near it and could zero the metric without a word)."""
     bad = ~np.isfinite(flat.boxes).all(1)
     if flat.scores is not None:
         bad |= ~np.isfinite(flat.scores)
     bad |= (flat.boxes[:, 2] < 0) | (flat.boxes[:, 3] < 0)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
+    with np.errstate(invalid="ignore"):  # NaN rows are already marked
+        huge = (np.abs(flat.boxes[:, :4]) > MAX_BOX_COORDINATE).any(1)
+    if (bad | huge).any():
+        k = int(np.flatnonzero(bad | huge)[0])
         key = images[flat.image[k]]
-        raise EvalInputError(f"{_where(sources, key, int(flat.obj_index[k]))}: {what} box or score is not finite "
-                             f"or has a negative size: {flat.boxes[k].tolist()}", EXIT_BAD_INPUT)
+        why = (f"has a centre or size beyond {MAX_BOX_COORDINATE:g} px" if not bad[k]
+               else "box or score is not finite or has a negative size")
+        raise EvalInputError(f"{_where(sources, key, int(flat.obj_index[k]))}: {what} {why}: "
+                             f"{flat.boxes[k].tolist()}", EXIT_BAD_INPUT)
 
 
 def prepare(gt: dict[str, ImageLabels], det: dict[str, ImageLabels], *, classes: list[str] | None = None,
@@ -162,8 +173,9 @@ def prepare(gt: dict[str, ImageLabels], det: dict[str, ImageLabels], *, classes:
     """
     warnings = warnings if warnings is not None else WarningLog()
     images = sorted(set(gt) | set(det))
-    gt_flat, gt_names = _flatten(gt, images, False, gt_sources)
-    det_flat, det_names = _flatten(det, images, True, det_sources)
+    with np.errstate(over="ignore", invalid="ignore"):  # bounds of absurd boxes: rejected just below
+        gt_flat, gt_names = _flatten(gt, images, False, gt_sources)
+        det_flat, det_names = _flatten(det, images, True, det_sources)
     _check_finite(gt_flat, images, "ground-truth", gt_sources)
     _check_finite(det_flat, images, "detection", det_sources)
 

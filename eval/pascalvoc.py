@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -180,6 +181,7 @@ def _run(args) -> int:
         _check_checkpoint(args.write_checkpoint)
     thresholds = args.threshold if args.threshold is not None else args.iou_thresholds
     if args.savepath:
+        _check_savepath(Path(args.savepath), {"-gt": args.gtfolder, "-det": args.detfolder})
         _prepare_output(Path(args.savepath))
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     warnings = WarningLog(strict=args.strict)
@@ -253,6 +255,18 @@ def _store(result, path: str, dataset: str | None) -> None:
     length = "" if stored["length_scale"] is None else f", length_scale {stored['length_scale']:g}"
     print(f"stored in {path}: width_scale {stored['width_scale']:g}{length}"
           f"{'' if dataset is None else f' (dataset {dataset})'}, {stored['date']}")
+
+
+def _check_savepath(folder: Path, inputs: dict) -> None:
+    """Refuse a ``--savepath`` that is an input folder or inside one: results.json there would be read as a
+    label file by the next evaluation of that folder (and fail it, or count as an image)."""
+    target = os.path.realpath(folder)
+    for flag, source in inputs.items():
+        source = os.path.realpath(source)
+        if target == source or os.path.commonpath([source, target]) == source:
+            where = "is" if target == source else "lies inside"
+            raise EvalInputError(f"{folder}: --savepath {where} the {flag} folder {inputs[flag]}; choose a folder "
+                                 f"outside the inputs", EXIT_USAGE)
 
 
 def _prepare_output(folder: Path) -> None:

@@ -99,17 +99,30 @@ class _Grid:
     def __init__(self, bounds: list[np.ndarray], cell: float, n_groups: int):
         x0 = min(float(b[0].min()) for b in bounds)
         y0 = min(float(b[1].min()) for b in bounds)
-        span_x = max(float(b[2].max()) for b in bounds) - x0
-        span_y = max(float(b[3].max()) for b in bounds) - y0
+        # Half spans: finite for any finite bounds, where a full span (1e308 - -1e308) would overflow to inf
+        # and turn every cell index into NaN. Halving is exact, so for ordinary boxes every index below is the
+        # one the full-span arithmetic gives.
+        half_x = max(float(b[2].max()) for b in bounds) * 0.5 - x0 * 0.5
+        half_y = max(float(b[3].max()) for b in bounds) * 0.5 - y0 * 0.5
         max_cells = min(MAX_CELLS_PER_AXIS, int((2.0 ** 62 / max(n_groups, 1)) ** 0.5) - 2)
         self.origin_x, self.origin_y = x0, y0
-        self.cell = max(cell, max(span_x, span_y) / max_cells, np.finfo(np.float64).tiny)
-        self.ncols = int(np.floor(span_x / self.cell)) + 1
+        self.cell = max(cell, max(half_x, half_y) / max_cells * 2.0, np.finfo(np.float64).tiny)
+        self.half_cell = self.cell * 0.5
+        self.ncols = self._index(half_x, self.half_cell, max_cells) + 1
+        self.nrows = self._index(half_y, self.half_cell, max_cells) + 1  # in cells
         # (group, row, column) keys: rows are at least a cell high, so there are at most this many per group
-        self.group_stride = self.ncols * (int(np.floor(span_y / self.cell)) + 1)
+        self.group_stride = self.ncols * self.nrows
         # area per group in cells, for the filed boxes' density
-        self.group_cells = n_groups * max(span_x / self.cell, 1.0) * max(span_y / self.cell, 1.0)
+        self.group_cells = n_groups * max(half_x / self.half_cell, 1.0) * max(half_y / self.half_cell, 1.0)
         self.row = self.cell
+
+    @staticmethod
+    def _index(half_offset, half_step, top: int):
+        """``floor(offset / step)`` from halved operands, clipped to ``[0, top]`` before the int64 cast: a
+        float beyond int64 (or NaN) never becomes a garbage key."""
+        index = np.floor(np.asarray(half_offset, dtype=np.float64) / half_step)
+        index = np.clip(np.nan_to_num(index, nan=0.0, posinf=top, neginf=0.0), 0, top).astype(np.int64)
+        return int(index) if index.ndim == 0 else index
 
     def file(self, b: np.ndarray, g: np.ndarray | None):
         """Sort the boxes ``b [4, K]`` by home key. Returns (order ``[K]``, sorted keys ``[K]``).
@@ -129,10 +142,10 @@ class _Grid:
         return order, home[order]
 
     def _cols(self, x: np.ndarray) -> np.ndarray:
-        return np.floor((x - self.origin_x) / self.cell).astype(np.int64)
+        return self._index(x * 0.5 - self.origin_x * 0.5, self.half_cell, self.ncols - 1)
 
     def _rows(self, y: np.ndarray) -> np.ndarray:
-        return np.floor((y - self.origin_y) / self.row).astype(np.int64)
+        return self._index(y * 0.5 - self.origin_y * 0.5, self.row * 0.5, self.group_stride // self.ncols - 1)
 
     def search(self, q: np.ndarray, gq: np.ndarray | None, order: np.ndarray, keys: np.ndarray,
                own: np.ndarray | None = None):

@@ -24,7 +24,7 @@ from obbdet.config import RunConfig, config_from_dict, config_to_dict, config_to
 from obbdet.data import DetectionDataset, ScaledTransform, StrideCollate, default_workers
 from obbdet.distributed import DistInfo, unwrap
 from obbdet.engine import EvalOptions, WidthTracker
-from obbdet.io_utils import atomic_write_text
+from obbdet.io_utils import atomic_write_text, remove_stale_temporaries
 from obbdet.model.detector import build_detector
 from obbdet.model.loss import LOSS_NAMES, OBBCriterion
 from obbdet.optim import LRSchedule, build_optimizer
@@ -368,6 +368,11 @@ class RunOutputs:
             from tensorboardX import SummaryWriter
 
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            # a run killed mid-write leaves .last.pt.<random>.tmp and the like; nothing of this run writes yet
+            removed = remove_stale_temporaries(self.run_dir)
+            if removed:
+                logger.info("removed %d temporary file(s) left in %s by an interrupted earlier run", removed,
+                            self.run_dir)
             self.writer = SummaryWriter(str(self.run_dir), purge_step=purge_step)
 
     @property

@@ -58,8 +58,11 @@ def read_source(args, class_names, sizes: ImageSizes) -> tuple[dict[str, ImageLa
     return labels, class_names, failed
 
 
-def write_destination(args, labels_by_stem: dict[str, ImageLabels], class_names, sizes: ImageSizes) -> int:
-    """Write DST. Returns the number of images that could not be written (each reported)."""
+def write_destination(args, labels_by_stem: dict[str, ImageLabels], class_names, sizes: ImageSizes,
+                      lost: dict[str, int] | None = None) -> int:
+    """Write DST. Returns the number of images that could not be written (each reported). ``lost`` (if given)
+    receives what the destination format could not carry: ``{field: number of objects}``."""
+    lost = {} if lost is None else lost
     dst = Path(args.dst)
     if args.dst_format == "coco":
         names = class_names or sorted({c for labels in labels_by_stem.values() for c in labels.classes})
@@ -69,12 +72,15 @@ def write_destination(args, labels_by_stem: dict[str, ImageLabels], class_names,
     if args.dst_format == "yolo_obb" and not class_names:
         raise ToolInputError("yolo_obb output needs the class list: pass --classes")
     dst.mkdir(parents=True, exist_ok=True)
-    _warn_lost_fields(labels_by_stem, args.dst_format)
+    lost.update(_warn_lost_fields(labels_by_stem, args.dst_format))
     failed = 0
     for stem, labels in labels_by_stem.items():
         out_path = dst / f"{stem}{label_extension(args.dst_format)}"
         if args.dst_format == "yolo_obb":
+            before = len(labels)
             labels = _drop_zero_size(labels, out_path, args.dst_format)
+            if len(labels) < before:
+                lost["zero-area box"] = lost.get("zero-area box", 0) + before - len(labels)
         try:
             _write_one(out_path, labels, args.dst_format, class_names, sizes(stem))
         except (ToolInputError, ValueError) as exc:
@@ -116,24 +122,38 @@ def _ignore_as_difficult(labels: ImageLabels) -> ImageLabels:
                        ignore=np.zeros_like(labels.ignore), heading=labels.heading)
 
 
-def _warn_lost_fields(labels_by_stem: dict[str, ImageLabels], fmt: str) -> None:
-    """Say what the destination format cannot hold (it is dropped, never silently)."""
+def _warn_lost_fields(labels_by_stem: dict[str, ImageLabels], fmt: str) -> dict[str, int]:
+    """Say what the destination format cannot hold (it is dropped, never silently); returns ``{field: number of
+    objects}`` of what is dropped, for the summary line."""
     if fmt == "obb_json":
-        return
+        return {}
     count = lambda pick: sum(int(pick(lb)) for lb in labels_by_stem.values())  # noqa: E731
     headings = count(lambda lb: 0 if lb.heading is None else np.isfinite(lb.heading).sum())
     extras = count(lambda lb: 0 if lb.extras is None else sum(bool(e) for e in lb.extras))
     ignored = count(lambda lb: lb.ignore.sum())
-    difficult = count(lambda lb: lb.difficult.sum()) if fmt == "yolo_obb" else 0
-    lost = {"heading": headings, "extra keys": extras, "difficult flag": difficult}
+    # DOTA detection lines end with the score, where ground truth has the difficult flag: one or the other
+    difficult = count(lambda lb: lb.difficult.sum() if fmt == "yolo_obb" or lb.scores is not None else 0)
+    lost = {"difficult": difficult, "heading": headings, "extra keys": extras}
     if fmt == "yolo_obb":
-        lost["ignore flag"] = ignored
-    elif ignored:
-        print(f"warning: {ignored} 'ignore' marker(s) written as difficult (DOTA has no ignore flag)",
-              file=sys.stderr)
+        lost["ignore"] = ignored
+    else:
+        ignored_det = count(lambda lb: lb.ignore.sum() if lb.scores is not None else 0)
+        lost["ignore"] = ignored_det
+        if ignored - ignored_det:
+            print(f"warning: {ignored - ignored_det} 'ignore' marker(s) written as difficult (DOTA has no ignore "
+                  f"flag)", file=sys.stderr)
     for what, n in lost.items():
         if n:
-            print(f"warning: {fmt} cannot store {what}; dropped for {n} object(s)", file=sys.stderr)
+            print(f"warning: {fmt} cannot store {what}{' flag' if what in ('difficult', 'ignore') else ''}; "
+                  f"dropped for {n} object(s)", file=sys.stderr)
+    return {what: n for what, n in lost.items() if n}
+
+
+def format_lost(lost: dict[str, int]) -> str:
+    """``"dropped: difficult (12 objects), heading (30 objects)"``, or "" when nothing was dropped."""
+    if not lost:
+        return ""
+    return "dropped: " + ", ".join(f"{what} ({n} object{'s' if n != 1 else ''})" for what, n in lost.items())
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -168,10 +188,12 @@ def convert(args) -> int:
             lb.image = found.name if found is not None else None
     if args.dst_format == "coco" and read_failed:
         raise ToolInputError(f"{read_failed} source file(s) could not be read (see above); {args.dst} not written")
-    write_failed = write_destination(args, labels, class_names, sizes)
+    lost: dict[str, int] = {}
+    write_failed = write_destination(args, labels, class_names, sizes, lost)
     n_objects = sum(len(lb) for lb in labels.values())
+    dropped = format_lost(lost)
     print(f"converted {len(labels) - write_failed} image(s) ({n_objects} object(s) read): {args.src} "
-          f"({args.src_format}) -> {args.dst} ({args.dst_format})")
+          f"({args.src_format}) -> {args.dst} ({args.dst_format})" + (f"; {dropped}" if dropped else ""))
     if read_failed or write_failed:
         print(f"error: {read_failed + write_failed} file(s) skipped (see above)", file=sys.stderr)
         return 1

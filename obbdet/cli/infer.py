@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -24,16 +25,61 @@ aabb mode: each detection's axis-aligned hull, written in the same obb_json layo
   taller than wide, as length is the long side) plus "bbox": [x_min, y_min, x_max, y_max].
 --draw writes an overlay of each image's detections to <out>/overlays/<same relative path>.jpg, showing those
   above the checkpoint's per-class operating point (all of them when it stores none).
+--rescale-range LOW,HIGH bounds the rescale factor (default 0.05,8): a vehicle width asking for more or less
+  is refused before any image is decoded, naming the size and memory the largest image would take.
+--out must lie outside the input folder (results never mix with the images they came from).
+detections whose centre lies outside the image (in the padding of a tile) are dropped and counted.
 exit codes: 0 every image processed; 1 some images failed (each listed with its reason, the others were
   processed); 2 nothing was run (bad arguments, unusable checkpoint, unwritable output folder, no images).
 """
 
 
-def _vehicle_width(text: str) -> float:
-    value = float(text)
-    if value != -1 and not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 or -1 (no rescaling), got {text}")
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr (exit 2), like every other refusal of infer.py."""
+
+    def error(self, message: str):
+        self.exit(2, f"infer.py: error: {message} (see --help)\n")
+
+
+def _number(text: str, kind=float) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
     return value
+
+
+def _bounded(kind, low, high, low_open: bool = False):
+    """An argparse type: a finite ``kind`` number in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
+
+    def parse(text: str):
+        value = _number(text, kind)
+        if (value <= low if low_open else value < low) or value > high:
+            raise argparse.ArgumentTypeError(f"expected a value in {'(' if low_open else '['}{low:g}, {high:g}], "
+                                             f"got {text}")
+        return value
+
+    return parse
+
+
+def _vehicle_width(text: str) -> float:
+    value = _number(text)
+    if value != -1 and not value > 0:
+        raise argparse.ArgumentTypeError(f"must be finite and > 0, or -1 (no rescaling), got {text}")
+    return value
+
+
+def _rescale_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (_number(v) for v in text.split(","))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0.05,8), got {text!r}") from None
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW <= HIGH, got {text!r}")
+    return low, high
 
 
 def _score(text: str):
@@ -68,29 +114,33 @@ def _bands(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", type=Path, help="folder of images (searched recursively: jpg, png, tif, bmp)")
     p.add_argument("vehicle_width", type=_vehicle_width, help="car width in image pixels, or -1 (see below)")
     p.add_argument("checkpoint", type=Path, help="obbdet checkpoint (.pt)")
     p.add_argument("mode", choices=("obb", "aabb"), help="oriented or axis-aligned output boxes")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <folder>_det)")
     tiling = p.add_mutually_exclusive_group()
-    tiling.add_argument("--tile", type=int, default=768, help="tile side in network pixels (default 768)")
+    tiling.add_argument("--tile", type=_bounded(int, 32, 16384), default=768,
+                        help="tile side in network pixels (default 768)")
     tiling.add_argument("--whole", action="store_true", help="one forward pass per whole (rescaled) image")
-    p.add_argument("--overlap", type=int, default=128, help="minimum tile overlap in network pixels (default 128)")
-    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass: bounds memory (default 4)")
+    p.add_argument("--overlap", type=_bounded(int, 0, 16383), default=128,
+                   help="minimum tile overlap in network pixels (default 128)")
+    p.add_argument("--batch", type=_bounded(int, 1, 4096), default=4,
+                   help="tiles per forward pass: bounds memory (default 4)")
     p.add_argument("--score", type=_score, default=0.05,
                    help="score threshold (default 0.05), or auto: each class at the checkpoint's operating point "
                         "(the score of best F1 measured in validation or calibration)")
-    p.add_argument("--nms-iou", type=float, default=None,
+    p.add_argument("--nms-iou", type=_bounded(float, 0, 1, low_open=True), default=None,
                    help="rotated NMS IoU within and across tiles (default: the checkpoint's, else 0.4)")
-    p.add_argument("--pre-nms-topk", type=int, default=None,
+    p.add_argument("--pre-nms-topk", type=_bounded(int, 1, 10 ** 7), default=None,
                    help="candidate locations per class decoded per tile before NMS (default: the checkpoint's)")
-    p.add_argument("--max-det", type=int, default=1000, help="cap on detections per image, warned when reached")
-    p.add_argument("--width-scale", type=float, default=None,
+    p.add_argument("--max-det", type=_bounded(int, 1, 10 ** 7), default=1000,
+                   help="cap on detections per image, warned when reached")
+    p.add_argument("--width-scale", type=_bounded(float, 0, 100, low_open=True), default=None,
                    help="factor on every box's short side (default: the checkpoint's calibrated factor, else 1)")
-    p.add_argument("--length-scale", type=float, default=None,
+    p.add_argument("--length-scale", type=_bounded(float, 0, 100, low_open=True), default=None,
                    help="factor on every box's long side (default: the checkpoint's calibrated factor, else 1)")
     p.add_argument("--depth", type=_depth, default="percentile",
                    help="images deeper than 8 bits: percentile[:LOW,HIGH] (default 2,98, per band), bits:N (e.g. "
@@ -98,10 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bands", type=_bands, default=None,
                    help="three 0-based band indices making the RGB image, e.g. 0,1,2 of an RGBN TIFF (default: "
                         "the first three; one band is shown as grey)")
+    p.add_argument("--rescale-range", type=_rescale_range, default=None, metavar="LOW,HIGH",
+                   help="rescale factors accepted (default 0.05,8); see below")
     p.add_argument("--draw", action="store_true", help="also write overlays of the detections")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's choice)")
+    p.add_argument("--threads", type=_bounded(int, 0, 4096), default=0,
+                   help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -118,13 +171,15 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    rescale_range = {} if args.rescale_range is None else dict(zip(("min_rescale", "max_rescale"),
+                                                                    args.rescale_range))
     try:
         run = inference.prepare_run(
             args.folder, args.vehicle_width, args.checkpoint, out_dir=args.out, device=args.device,
             tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
             nms_iou=args.nms_iou, pre_nms_topk=args.pre_nms_topk, max_det=args.max_det,
             width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema,
-            depth=args.depth, bands=args.bands)
+            depth=args.depth, bands=args.bands, **rescale_range)
     except inference.InferenceSetupError as exc:
         print(f"infer.py: error: {exc}", file=sys.stderr)
         return inference.EXIT_SETUP_ERROR

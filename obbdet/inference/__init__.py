@@ -15,7 +15,7 @@ from __future__ import annotations
 from obbdet.imageio import ImageReadError, discover_images
 from obbdet.inference.merge import RawDetections, merge_tile_detections
 from obbdet.inference.options import (EXIT_IMAGE_FAILURES, EXIT_OK, EXIT_SETUP_ERROR, ImageFailure,
-                                      InferenceOptions, InferenceSetupError)
+                                      InferenceOptions, InferenceSetupError, RescaleRangeError)
 from obbdet.inference.predictor import (CheckpointInfo, Detections, Predictor, checkpoint_info, load_detector,
                                         resolve_device)
 from obbdet.inference.rescale import NO_RESCALE, rescale_factor, resize_image, scale_heading, scale_xywha
@@ -24,6 +24,7 @@ from obbdet.inference.tiling import Tile, network_tile, plan_tiles, tile_origins
 
 __all__ = ["CheckpointInfo", "Detections", "EXIT_IMAGE_FAILURES", "EXIT_OK", "EXIT_SETUP_ERROR", "ImageFailure",
            "ImageReadError", "InferenceOptions", "InferenceSetupError", "InferenceSummary", "NO_RESCALE",
-           "Predictor", "PreparedRun", "RawDetections", "Tile", "checkpoint_info", "discover_images",
+           "Predictor", "PreparedRun", "RawDetections", "RescaleRangeError", "Tile", "checkpoint_info",
+           "discover_images",
            "load_detector", "merge_tile_detections", "network_tile", "plan_tiles", "prepare_run", "rescale_factor",
            "resize_image", "resolve_device", "run_inference", "scale_heading", "scale_xywha", "tile_origins"]

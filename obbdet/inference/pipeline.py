@@ -9,8 +9,9 @@ Pipeline per image (boxes are ``xywha`` le90 rows ``[cx, cy, w, h, a]``, pixels,
    Wp`` padded to the network stride), so memory grows with the batch, not with the image; consecutive tiles
    of several small images share a batch;
 3. ``detector.predict`` per batch; tile detections are shifted to the rescaled image;
-4. merged across tiles (``obbdet.inference.merge``), capped at ``max_det`` per image (with a warning naming
-   the image), mapped back to original pixels, width/length calibration factors applied.
+4. merged across tiles (``obbdet.inference.merge``); detections centred outside the image (in the grey
+   padding that fills tiles up to the stride) dropped and counted; capped at ``max_det`` per image (with a
+   warning naming the image), mapped back to original pixels, width/length calibration factors applied.
 
 :func:`stream` runs it over any sequence of images; ``Predictor`` and the folder runner both use it.
 Numpy does the bookkeeping; torch is only used for the forward pass and the rotated NMS.
@@ -49,6 +50,7 @@ class ImageJob:
     results: list = field(default_factory=list)
     tile_capped: int = 0
     failed: bool = False
+    outside: int = 0  # detections dropped by finish_job because their centre lay outside the image
 
     @property
     def done(self) -> bool:
@@ -148,11 +150,29 @@ def predict_batch(detector, items: list, options: InferenceOptions, device) -> N
             None if heading is None else heading.detach().float().cpu().numpy().astype(np.float64)))
 
 
+def inside_image(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """Mask ``[N]``: the box centre lies in the image ``[0, width] x [0, height]`` (pixel-corner coordinates,
+    edges included; a NaN centre is outside)."""
+    cx, cy = boxes[:, 0], boxes[:, 1]
+    return (cx >= 0) & (cx <= width) & (cy >= 0) & (cy <= height)
+
+
 def finish_job(job: ImageJob, options: InferenceOptions, device, name: str) -> tuple[RawDetections, bool]:
-    """Merge a finished job's tile detections, cap them, map them to original pixels and apply the box scales.
-    Returns the final detections (original-image xywha) and whether a cap was reached."""
+    """Merge a finished job's tile detections, drop those centred outside the image, cap them, map them to
+    original pixels and apply the box scales. Returns the final detections (original-image xywha) and whether
+    a cap was reached; the number dropped as outside is left in ``job.outside``."""
     merged = merge_tile_detections(RawDetections.concat(job.results), job.tiles, nms_iou=options.nms_iou,
                                    margin=options.border_margin, device=device)
+    # Tiles are padded up to the network stride (grey, right and bottom): whatever a detector sees there is
+    # not in the image. Dropping by centre here, the one place every caller goes through (Predictor, infer.py,
+    # training validation), guarantees that padding never yields a detection. The rescaled image's extent
+    # maps exactly onto the original's (factors are new size / old size), so the test is done before the cap.
+    rescaled_h, rescaled_w = job.image.shape[:2]
+    inside = inside_image(merged.boxes, rescaled_w, rescaled_h)
+    job.outside = int(len(merged) - inside.sum())
+    if job.outside:
+        logger.debug("%s: %d detection(s) centred outside the image (padding) dropped", name, job.outside)
+        merged = merged.select(np.flatnonzero(inside))
     capped = job.tile_capped > 0
     if job.tile_capped:
         logger.warning("%s: %d tile(s) reached the cap of %d detections per tile; raise max_det to see them all",
@@ -186,6 +206,11 @@ class StreamResult:
     capped: bool = False
     failure: str | None = None
     job: "ImageJob | None" = None
+
+    @property
+    def outside(self) -> int:
+        """Detections dropped because their centre lay outside the image (0 for a failure)."""
+        return 0 if self.job is None else self.job.outside
 
 
 def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *, keep_original: bool = False

@@ -21,7 +21,8 @@ import numpy as np
 from obbdet.boxes import aabb_to_xywha, xywha_to_aabb
 from obbdet.imageio import DEFAULT_DEPTH, DepthScaling, read_image_rgb
 from obbdet.inference.merge import RawDetections
-from obbdet.inference.options import DEFAULT_NMS_IOU, InferenceOptions, InferenceSetupError
+from obbdet.inference.options import (DEFAULT_NMS_IOU, DEFAULT_RESCALE_RANGE, InferenceOptions, InferenceSetupError,
+                                      check_rescale)
 from obbdet.inference.pipeline import StreamResult, stream
 from obbdet.inference.rescale import NO_RESCALE, rescale_factor
 from obbdet.structures import ImageLabels
@@ -36,7 +37,8 @@ class Detections:
     boxes ``[K, 5]`` float64 le90 xywha (``w`` the long side, ``a`` radians in ``[-pi/2, pi/2)``, clockwise on
     screen); scores ``[K]`` float64, descending; labels ``[K]`` int64 indices into ``class_names``; heading
     ``[K]`` float64 radians in ``[-pi, pi)`` (the vehicle's front; NaN where unknown) or None when the model
-    has no heading head; ``image_size`` ``(width, height)``; ``capped``: a detection cap was reached.
+    has no heading head; ``image_size`` ``(width, height)``; ``capped``: a detection cap was reached;
+    ``outside``: detections dropped because their centre lay outside the image (in the tiles' padding).
     """
 
     boxes: np.ndarray
@@ -46,6 +48,7 @@ class Detections:
     heading: np.ndarray | None
     image_size: tuple[int, int]
     capped: bool = False
+    outside: int = 0
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -58,9 +61,9 @@ class Detections:
 
     @classmethod
     def from_raw(cls, raw: RawDetections, class_names: Sequence[str], image_size: tuple[int, int],
-                 capped: bool = False) -> "Detections":
+                 capped: bool = False, outside: int = 0) -> "Detections":
         heading = raw.heading if np.isfinite(raw.heading).any() else None
-        return cls(raw.boxes, raw.scores, raw.labels, list(class_names), heading, image_size, capped)
+        return cls(raw.boxes, raw.scores, raw.labels, list(class_names), heading, image_size, capped, outside)
 
     def above(self, thresholds: dict | None) -> "Detections":
         """The detections scoring at least their class's threshold (``{class name: score}``; a class without
@@ -69,7 +72,8 @@ class Detections:
             return self
         keep = self.scores >= class_thresholds(thresholds, self.class_names)[self.labels]
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names,
-                          None if self.heading is None else self.heading[keep], self.image_size, self.capped)
+                          None if self.heading is None else self.heading[keep], self.image_size, self.capped,
+                          self.outside)
 
     def to_labels(self, *, image: str | None = None, mode: str = "obb") -> ImageLabels:
         """As :class:`ImageLabels` (what obb_json files hold), scores set.
@@ -144,7 +148,7 @@ def load_detector(checkpoint, device: str, use_ema: bool = True):
     try:
         ckpt = load_checkpoint(checkpoint, map_location="cpu")
         info = checkpoint_info(ckpt)
-        detector = build_detector_from_checkpoint(ckpt, device=device, use_ema=use_ema)
+        detector = build_detector_from_checkpoint(ckpt, device=device, use_ema=use_ema, source=checkpoint)
     except CheckpointError as exc:
         raise InferenceSetupError(str(exc).splitlines()[0]) from None
     if hasattr(detector, "eval"):
@@ -208,10 +212,13 @@ class Predictor:
                         score_threshold: float | str = 0.05, nms_iou: float | None = None,
                         pre_nms_topk: int | None = None, max_det: int = 1000, width_scale: float | None = None,
                         length_scale: float | None = None, half: bool = False, depth: DepthScaling = DEFAULT_DEPTH,
-                        bands: Sequence[int] | None = None, detector_loader=load_detector) -> "Predictor":
+                        bands: Sequence[int] | None = None, min_rescale: float = DEFAULT_RESCALE_RANGE[0],
+                        max_rescale: float = DEFAULT_RESCALE_RANGE[1],
+                        detector_loader=load_detector) -> "Predictor":
         """Load a checkpoint; options left None come from the checkpoint (NMS IoU, candidate cap, calibrated
         width/length factors), else the defaults. ``score_threshold="auto"``: the checkpoint's per-class
-        operating point. Raises :class:`InferenceSetupError` (one line)."""
+        operating point. ``min_rescale``/``max_rescale``: the rescale factors accepted (vehicle widths that ask
+        for more or less are refused). Raises :class:`InferenceSetupError` (one line)."""
         auto = score_threshold == "auto"
         try:  # option ranges first: cheap, and nothing has been loaded yet
             options = InferenceOptions(tile=tile, overlap=overlap, whole=whole, batch=batch,
@@ -219,7 +226,8 @@ class Predictor:
                                        nms_iou=nms_iou if nms_iou is not None else DEFAULT_NMS_IOU,
                                        pre_nms_topk=pre_nms_topk, max_det=max_det,
                                        width_scale=_first_set(width_scale, 1.0),
-                                       length_scale=_first_set(length_scale, 1.0), half=half)
+                                       length_scale=_first_set(length_scale, 1.0), half=half,
+                                       min_rescale=min_rescale, max_rescale=max_rescale)
         except ValueError as exc:
             raise InferenceSetupError(str(exc)) from None
         device = resolve_device(device, half)
@@ -237,9 +245,18 @@ class Predictor:
         """An image file as ``[H, W, 3]`` uint8 RGB, read with this predictor's depth and band settings."""
         return read_image_rgb(path, depth=self.depth, bands=self.bands)
 
-    def scale_for(self, vehicle_width: float | None) -> float:
-        """Network pixels per image pixel for images whose cars are ``vehicle_width`` px wide (None or -1: 1)."""
-        return rescale_factor(self.train_vehicle_width, NO_RESCALE if vehicle_width is None else vehicle_width)
+    def scale_for(self, vehicle_width: float | None, largest: tuple[int, int] | None = None) -> float:
+        """Network pixels per image pixel for images whose cars are ``vehicle_width`` px wide (None or -1: 1).
+
+        Raises ValueError for a width that is not finite and > 0 (or -1), or whose factor lies outside the
+        options' rescale range (``largest``: ``(width, height)`` of the biggest image, named in the message
+        with the size and memory it would take)."""
+        width = NO_RESCALE if vehicle_width is None else float(vehicle_width)
+        if width != NO_RESCALE and not 0 < width < float("inf"):
+            raise ValueError(f"vehicle_width must be finite and > 0 (or -1 for no rescaling), got {vehicle_width}")
+        factor = rescale_factor(self.train_vehicle_width, width)
+        check_rescale(factor, self.options, largest)
+        return factor
 
     def stream(self, items: Iterable, *, vehicle_width: float | None = None, scale: float | None = None,
                keep_original: bool = False) -> Iterator:
@@ -247,6 +264,7 @@ class Predictor:
         through in order. Yields ``StreamResult`` records (``obbdet.inference.pipeline``) with final raw
         detections in original pixels. ``scale`` overrides the factor computed from ``vehicle_width``."""
         factor = self.scale_for(vehicle_width) if scale is None else scale
+        check_rescale(factor, self.options)
         cut = class_thresholds(self.operating_point, self.class_names) if self.score_auto else None
         for result in stream(self.detector, items, factor, self.options, keep_original=keep_original):
             if cut is not None and getattr(result, "detections", None) is not None:
@@ -276,6 +294,7 @@ class Predictor:
         if result.failure is not None:
             raise MemoryError(f"{name}: {result.failure}")
         height, width = image.shape[:2]
-        return Detections.from_raw(result.detections, self.class_names, (width, height), result.capped)
+        return Detections.from_raw(result.detections, self.class_names, (width, height), result.capped,
+                                   result.outside)
 
     __call__ = predict

@@ -7,6 +7,7 @@ atomically (:func:`run_inference`). A failing image is listed with its reason an
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from obbdet.formats import IMAGE_EXTENSIONS, OVERLAY_DIR, write_obb_json
-from obbdet.imageio import ImageReadError, discover_images, read_image_rgb
-from obbdet.inference.options import ImageFailure, InferenceSetupError
+from obbdet.imageio import ImageReadError, discover_images, image_size, read_image_rgb
+from obbdet.io_utils import remove_stale_temporaries
+from obbdet.inference.options import ImageFailure, InferenceSetupError, RescaleRangeError
 from obbdet.inference.pipeline import detector_device
 from obbdet.inference.predictor import Detections, Predictor, load_detector
 from obbdet.inference.rescale import NO_RESCALE
@@ -35,6 +37,7 @@ class InferenceSummary:
     seconds: float = 0.0
     failures: list[ImageFailure] = field(default_factory=list)
     capped: list[str] = field(default_factory=list)
+    outside: int = 0  # detections centred outside their image (tile padding), dropped
 
     @property
     def images_per_second(self) -> float:
@@ -47,7 +50,8 @@ class InferenceSummary:
     def format(self) -> str:
         lines = [f"images: {self.images} processed, {len(self.failures)} failed",
                  f"detections: {self.detections}"
-                 + (f" ({len(self.capped)} image(s) reached the detection cap)" if self.capped else ""),
+                 + (f" ({len(self.capped)} image(s) reached the detection cap)" if self.capped else "")
+                 + (f"; {self.outside} centred outside their image dropped" if self.outside else ""),
                  f"speed: {self.images_per_second:.2f} images/s, {1000 * self.seconds_per_megapixel:.0f} ms per "
                  f"megapixel ({self.megapixels:.1f} MP in {self.seconds:.1f} s)"]
         if self.failures:
@@ -152,7 +156,7 @@ def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *
             continue
         path, job = result.key, result.job
         detections = Detections.from_raw(result.detections, predictor.class_names, job.original_size,
-                                         result.capped)
+                                         result.capped, result.outside)
         target = targets[path]
         try:
             _write_outputs(path, detections, job.original, target, mode,
@@ -163,6 +167,7 @@ def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *
             continue
         summary.images += 1
         summary.detections += len(detections)
+        summary.outside += detections.outside
         summary.megapixels += job.original_size[0] * job.original_size[1] / 1e6
         if result.capped:
             summary.capped.append(str(path))
@@ -207,28 +212,69 @@ class PreparedRun:
                 f"length scale {o.length_scale:g} ({sources.get('length', 'default')})")
 
 
+def largest_image(images: Sequence[Path]) -> tuple[int, int] | None:
+    """``(width, height)`` of the image with the most pixels, from the file headers (nothing decoded); files
+    whose header cannot be read are skipped (they fail, with their reason, when the run reads them)."""
+    best, best_pixels = None, -1
+    for path in images:
+        try:
+            width, height = image_size(path)
+        except Exception:  # noqa: BLE001 - any unreadable header: the read during the run gives the reason
+            continue
+        if width * height > best_pixels:
+            best, best_pixels = (int(width), int(height)), width * height
+    return best
+
+
+def check_output_location(folder: Path, out_dir: Path) -> None:
+    """Refuse an output folder that is the input folder or lies inside it.
+
+    Its obb_json files and overlays would sit among the images (overlay JPEGs are images: the next run would
+    detect on them, and label tools would read the input folder as a mix). Discovery used to skip such a
+    folder; a separate folder is now required, which also keeps the input folder untouched."""
+    source, target = os.path.realpath(folder), os.path.realpath(out_dir)
+    if target == source:
+        raise InferenceSetupError(f"output folder {out_dir} is the input folder; choose another --out "
+                                  f"(default: {Path(source).name}_det beside it)")
+    if os.path.commonpath([source, target]) == source:
+        raise InferenceSetupError(f"output folder {out_dir} lies inside the input folder {folder}; choose a "
+                                  f"folder outside it (default: {Path(source).name}_det beside it)")
+
+
 def prepare_run(folder, vehicle_width: float, checkpoint, *, out_dir=None, device: str | None = None,
                 detector_loader=load_detector, **options) -> PreparedRun:
     """Validate everything before any image is processed; raises :class:`InferenceSetupError` (one line).
 
-    Checks, in order: the input folder and its images, the options (``**options``: the keyword options of
-    :meth:`Predictor.from_checkpoint`), the device, the checkpoint (an obbdet checkpoint with a training
-    vehicle width unless ``vehicle_width == -1``), and that the output folder (default ``<folder>_det``) can be
-    created and written.
+    Checks, in order: the input folder, the output folder's place (not the input folder, not inside it), the
+    input's images, the options (``**options``: the keyword options of :meth:`Predictor.from_checkpoint`),
+    the device, the checkpoint (an obbdet checkpoint with a training vehicle width unless
+    ``vehicle_width == -1``), the rescale factor (within the options' range; the largest image's size, read
+    from its header, is named when it is refused), and that the output folder (default ``<folder>_det``) can
+    be created and written. Temporary files that killed writes left in the output folder are then removed
+    (logged with their number).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InferenceSetupError(f"input folder {folder} not found or not a folder")
     resolved = folder.resolve()
     out_dir = Path(out_dir) if out_dir is not None else resolved.parent / f"{resolved.name}_det"
-    images = discover_images(folder, exclude=[out_dir])
+    check_output_location(folder, out_dir)
+    images = discover_images(folder)
     if not images:
         raise InferenceSetupError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
     predictor = Predictor.from_checkpoint(checkpoint, device, detector_loader=detector_loader, **options)
     try:
-        scale = predictor.scale_for(vehicle_width)
+        try:
+            scale = predictor.scale_for(vehicle_width)
+        except RescaleRangeError:  # refused: say what the biggest image would have become (headers only)
+            scale = predictor.scale_for(vehicle_width, largest_image(images))
+    except RescaleRangeError as exc:
+        raise InferenceSetupError(f"vehicle_width {vehicle_width:g}: {exc}") from None
     except ValueError as exc:
         raise InferenceSetupError(f"{checkpoint}: {exc}") from None
     check_output_dir(out_dir)
+    removed = remove_stale_temporaries(out_dir, recursive=True)
+    if removed:
+        logger.info("removed %d temporary file(s) left in %s by an interrupted earlier run", removed, out_dir)
     return PreparedRun(predictor, folder, images, out_dir, scale, vehicle_width,
                        str(detector_device(predictor.detector)))
