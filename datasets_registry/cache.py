@@ -24,11 +24,11 @@ import numpy as np
 from obbdet.io_utils import atomic_output
 from obbdet.structures import Sample
 
-from .common import ImportSummary
+from .common import ImportSummary, add_fingerprints
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: per-object angle_known instead of a per-sample aabb_only flag
+CACHE_FORMAT = 3  # 2: per-object angle_known instead of a per-sample aabb_only flag; 3: meta['fingerprint']
 CACHE_DIR_NAME = ".obbdet_cache"
 _SOURCE_MODULES = (f"{__package__}.common", "obbdet.formats", "obbdet.boxes", "obbdet.structures")
 
@@ -48,7 +48,9 @@ def cached_import(kind: str, importer: Callable, root, options: dict, *, cache_d
     code_modules: modules whose source, besides the importer's own, decides the parse (a change re-parses).
 
     On a hit the stored import summary (counts, skips, messages) is copied into ``summary`` and logged, so
-    skipped lines are reported on every start. An import that tracked no source file is not cached.
+    skipped lines are reported on every start. Every sample carries ``meta['fingerprint']``
+    (:func:`~datasets_registry.common.image_fingerprint`), computed on the parse and stored with it. An import
+    that tracked no source file is not cached.
     """
     summary = summary if summary is not None else ImportSummary(dataset=kind)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(root)
@@ -61,6 +63,7 @@ def cached_import(kind: str, importer: Callable, root, options: dict, *, cache_d
         summary.log()
         return samples
     samples = importer(root, summary=summary, **options)
+    add_fingerprints(samples, summary)  # stored with the entry: a warm start does not read the images again
     summary.log()
     if summary.files or summary.dirs:
         _write_entry(path, key, samples, summary)

@@ -25,6 +25,7 @@ modes, and counted too: no object disappears without a count.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -232,12 +233,18 @@ def first_dir(base: Path, candidates: Sequence[str], what: str) -> Path:
 
 
 class ImageFolder:
-    """One listing of an image folder: finds an image by stem with any of ``extensions`` (case-insensitive)."""
+    """One listing of an image folder: finds an image by stem with any of ``extensions`` (case-insensitive).
+
+    A stem with several image files (``P1888.png`` and ``P1888.jpg``) is ambiguous: its labels belong to one
+    of them and the other may differ in size or content, so :func:`resolve_image` / :func:`unique_image`
+    refuse to guess (``find`` alone still returns the first by ``extensions`` order).
+    """
 
     def __init__(self, folder, summary: ImportSummary, extensions: Sequence[str] = IMAGE_EXTENSIONS):
         self.folder = Path(folder)
         self.summary = summary
         self._by_stem: dict[str, str] = {}
+        self._all: dict[str, list[str]] = {}
         if not self.folder.is_dir():
             return
         summary.track_dir(self.folder)
@@ -247,7 +254,10 @@ class ImageFolder:
             for entry in entries:
                 stem, ext = os.path.splitext(entry.name)
                 order = rank.get(ext.lower())
-                if order is not None and (stem not in best or order < best[stem][0]):
+                if order is None:
+                    continue
+                self._all.setdefault(stem, []).append(entry.name)
+                if stem not in best or order < best[stem][0]:
                     best[stem] = (order, entry.name)
         self._by_stem = {stem: name for stem, (_, name) in best.items()}
 
@@ -260,6 +270,10 @@ class ImageFolder:
     def find(self, stem: str) -> Path | None:
         name = self._by_stem.get(stem)
         return None if name is None else self.folder / name
+
+    def candidates(self, stem: str) -> list[Path]:
+        """Every image file of ``stem`` (sorted by name); more than one makes the stem ambiguous."""
+        return [self.folder / name for name in sorted(self._all.get(stem, ()))]
 
 
 def image_size(path, summary: ImportSummary) -> tuple[int, int]:
@@ -284,13 +298,85 @@ def read_image_size(path, summary: ImportSummary, strict: bool) -> tuple[int, in
         return None
 
 
+AMBIGUOUS_IMAGES = "labels with several image files"  # the skip reason (and --check finding) of an ambiguous stem
+
+
+def unique_image(images: ImageFolder, stem: str, label_path, summary: ImportSummary, strict: bool) -> Path | None:
+    """``images.find(stem)`` unless several image files share the stem: then an error naming all of them
+    (strict) or a counted skip (None). Which file the labels were drawn on cannot be told from the names,
+    and picking by extension order once paired 712x557 labels with a 100x100 thumbnail."""
+    found = images.candidates(stem)
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        summary.error(LabelFormatError(label_path, f"several image files share the stem {stem!r} in "
+                                       f"{images.folder}: {names}; keep the one the labels belong to"), strict,
+                      reason=AMBIGUOUS_IMAGES)
+        return None
+    return images.find(stem)
+
+
 def resolve_image(images: ImageFolder, stem: str, label_path, summary: ImportSummary, strict: bool) -> Path | None:
-    """The image of ``label_path``; a missing image is an error (strict) or a counted skip of the file."""
+    """The image of ``label_path``; a missing image is an error (strict) or a counted skip of the file, and so
+    is a stem with several image files (:func:`unique_image`)."""
+    if len(images.candidates(stem)) > 1:
+        return unique_image(images, stem, label_path, summary, strict)
     path = images.find(stem)
     if path is None:
         summary.error(LabelFormatError(label_path, f"no image '{stem}.*' in {images.folder}"), strict,
                       reason="files without image")
     return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Image fingerprints (duplicate detection across datasets and splits)
+# ---------------------------------------------------------------------------------------------------
+
+FINGERPRINT_CHUNK = 64 * 1024
+
+
+def image_fingerprint(path) -> str | None:
+    """``"<size>:<hash>"``: the file size and a blake2b of its first, middle and last 64 KiB (the whole file
+    when it is smaller); None when the file cannot be read.
+
+    Enough to tell images apart without reading them whole: two different image files of the same size
+    practically never agree in all three chunks, because compressed formats (PNG, JPEG, compressed TIFF)
+    differ throughout once any pixel differs, and the header chunk holds the dimensions. The middle chunk
+    covers uncompressed TIFF/BMP tiles that share blank (nodata) top and bottom rows. The purpose is to
+    find copies (the same folder listed twice, a byte-identical file in another folder), not to resist
+    forgery; a false match would only be reported with both paths named.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+            if size <= 3 * FINGERPRINT_CHUNK:
+                digest.update(handle.read())
+            else:
+                for offset in (0, size // 2 - FINGERPRINT_CHUNK // 2, size - FINGERPRINT_CHUNK):
+                    handle.seek(offset)
+                    digest.update(handle.read(FINGERPRINT_CHUNK))
+    except OSError:
+        return None
+    return f"{size}:{digest.hexdigest()}"
+
+
+def add_fingerprints(samples: Sequence[Sample], summary: ImportSummary | None = None) -> None:
+    """Set ``meta['fingerprint']`` (:func:`image_fingerprint`) on samples that lack it, once per image file.
+
+    Runs before the annotation cache stores an import, so a warm start reuses the fingerprints instead of
+    reading the images again; the image files are tracked (size, mtime) so a replaced image re-imports.
+    """
+    known: dict[str, str | None] = {}
+    for sample in samples:
+        if sample.meta.get("fingerprint"):
+            continue
+        path = str(sample.image_path)
+        if path not in known:
+            known[path] = image_fingerprint(path)
+            if known[path] is not None and summary is not None:
+                summary.track_file(path)
+        if known[path] is not None:
+            sample.meta["fingerprint"] = known[path]
 
 
 # ---------------------------------------------------------------------------------------------------

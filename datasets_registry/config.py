@@ -27,6 +27,12 @@
 classes, applies ``box_scale``, resolves its car width (:mod:`datasets_registry.scale`), records in each
 sample's meta the resampling factor to the common ``vehicle_width`` and the reading options, splits it and
 returns a :class:`Registry`; ``registry.summary_table()`` is the start-up table.
+
+It also refuses what would train wrongly without a word (:mod:`datasets_registry.integrity`): an image that
+reaches the registry twice, by content (strict: an error naming both paths and entries; lenient: a warning,
+the first copy in config order kept), a label stem with several image files (the importers), a class_map key
+that is no class of its dataset, an unknown importer option (at load), an empty virtual epoch; a class left
+empty by ``ignore`` is a warning in the table. ``python -m datasets_registry CONFIG --check`` lists them all.
 """
 from __future__ import annotations
 
@@ -45,10 +51,14 @@ import yaml
 from obbdet.structures import Sample
 
 from .classes import DEFAULT_CLASSES, IGNORE, MappingReport, apply_class_map
-from .common import ImportSummary
+from .common import AMBIGUOUS_IMAGES, ImportSummary, add_fingerprints
 from .errors import RegistryConfigError
+from .integrity import (
+    AMBIGUOUS, DUPLICATE, EMPTY_EPOCH, IMPORT, Finding, class_map_findings, duplicates_error, find_duplicates,
+    ignored_class_findings,
+)
 from .quotas import resolve_quotas
-from .registry import DEFAULT_CLASS_MAPS, available, import_native
+from .registry import DEFAULT_CLASS_MAPS, available, check_options, import_native
 from .scale import SCALE_KEYS, ScaleOptions, WidthReport, apply_box_scale, format_widths, parse_scale_options, \
     resolve_width, tag_samples
 
@@ -88,6 +98,7 @@ class RegistryConfig:
     samples_per_epoch: int | None = None
     strict: bool = True
     cache: bool | str = True
+    origin: str = field(default="registry config", compare=False)  # errors found while building name the file
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -135,7 +146,8 @@ def _parse_config(data: Mapping, base: Path, origin: str = "registry config") ->
     if isinstance(cache, str):
         cache = str(_resolve_path(cache, base))
     return RegistryConfig(datasets=datasets, classes=classes, seed=int(data.get("seed", 0)),
-                          samples_per_epoch=samples, strict=bool(data.get("strict", True)), cache=cache)
+                          samples_per_epoch=samples, strict=bool(data.get("strict", True)), cache=cache,
+                          origin=origin)
 
 
 def _check_keys(data: Mapping, valid: Sequence[str], where: str) -> None:
@@ -185,6 +197,9 @@ def _check_dataset(config: DatasetConfig, where: str) -> None:
         raise RegistryConfigError(f"{where}: role must be one of {ROLES}, got {config.role!r}")
     if config.class_map is not None and not isinstance(config.class_map, Mapping):
         raise RegistryConfigError(f"{where}: class_map must be a mapping native -> unified class or 'ignore'")
+    problem = check_options(config.type, config.options)
+    if problem:
+        raise RegistryConfigError(f"{where}: {problem}")
     if config.group_by is not None:
         try:
             re.compile(config.group_by)
@@ -274,11 +289,14 @@ class Registry:
     ``train`` is the concatenation of the datasets' training samples in config order (``train_sizes`` per
     dataset), the index space of :class:`~datasets_registry.sampler.VirtualEpochSampler`; ``val`` likewise.
     ``vehicle_width``: the common car width the images are resampled to (None: not resampled), of ``main_class``.
+    ``findings``: the integrity problems found (:mod:`datasets_registry.integrity`): warnings, plus errors when
+    built with ``check=True`` (otherwise errors are raised).
     """
 
     def __init__(self, config: RegistryConfig, train: list[Sample], val: list[Sample], reports: list[DatasetReport],
-                 *, vehicle_width: float | None = None, main_class: str = "car"):
+                 *, vehicle_width: float | None = None, main_class: str = "car", findings: Sequence[Finding] = ()):
         self.config = config
+        self.findings = list(findings)
         self.classes = config.classes
         self.train = train
         self.val = val
@@ -313,7 +331,8 @@ class Registry:
         return format_summary_table(self)
 
 
-def build_registry(config, *, cache=None, vehicle_width: float | None = None, main_class: str = "car") -> Registry:
+def build_registry(config, *, cache=None, vehicle_width: float | None = None, main_class: str = "car",
+                   check: bool = False) -> Registry:
     """Import, map and split every dataset of ``config`` (a YAML path, dict or :class:`RegistryConfig`).
 
     cache: overrides the config's ``cache`` (True, False or a folder).
@@ -321,42 +340,135 @@ def build_registry(config, *, cache=None, vehicle_width: float | None = None, ma
         width is given or measured gets ``meta['scale'] = vehicle_width / its width`` on every sample; None:
         no resampling.
     main_class: the unified class whose boxes' median short side is a dataset's measured car width.
+    check: collect every problem in ``registry.findings`` instead of raising at the first one (the importers
+        run lenient; what a strict dataset would have refused is an error finding): ``--check``.
+
+    Integrity (:mod:`datasets_registry.integrity`): an image that reaches the registry twice (by content, so
+    also a copy in another folder) is an error naming both paths and datasets when either dataset is strict;
+    otherwise the first copy in config order is kept and the others are dropped with a warning, so no image
+    is both trained and validated on. A class_map key that is no class of its dataset is an error; a class
+    left empty because objects were mapped to ignore is a warning. An empty virtual epoch is an error.
     """
     config = load_registry_config(config)
     cache = config.cache if cache is None else cache
     if vehicle_width is not None and not vehicle_width > 0:
         raise ValueError(f"vehicle_width must be > 0 (the common training car width in pixels), got {vehicle_width}")
     main_index = config.classes.index(main_class) if main_class in config.classes else None
+    findings: list[Finding] = []
     prepared = []
     for dataset in config.datasets:
         summary = ImportSummary(dataset=dataset.name)
         options = dict(dataset.options)
         options.setdefault("strict", config.strict if dataset.strict is None else dataset.strict)
+        strict = bool(options["strict"])
+        if check:
+            options["strict"] = False  # count every problem; what strict would refuse becomes an error finding
         try:
             samples = import_native(dataset.type, dataset.root, cache=cache, summary=summary, **options)
         except FileNotFoundError as exc:  # a layout problem: say which dataset entry it belongs to
             raise FileNotFoundError(f"dataset {dataset.name!r} ({dataset.type}, root {dataset.root}): {exc}") from exc
+        add_fingerprints(samples)  # samples that came without one (an importer outside import_native's path)
         for sample in samples:
             sample.source = dataset.name
+        if check:
+            findings += _import_findings(dataset.name, summary, strict)
+        _raise_or_collect(class_map_findings(dataset.name, dataset.type, dataset.class_map, samples), config,
+                          check, findings)
         class_map = DEFAULT_CLASS_MAPS.get(dataset.type, {}) if dataset.class_map is None else dataset.class_map
         mapped, mapping = apply_class_map(samples, config.classes, class_map, dataset=dataset.name)
+        findings += ignored_class_findings(dataset.name, mapping, class_map, config.classes, main_class)
         apply_box_scale(mapped, dataset.scale.box_scale)
         width = resolve_width(dataset.scale, mapped, main_index, vehicle_width)
         tag_samples(mapped, dataset.scale, width.factor)
         train, val = _assign(mapped, dataset, config.seed)
-        prepared.append((dataset, train, val, mapping, summary, width))
-    quotas = resolve_quotas([len(p[1]) for p in prepared], [d.quota for d, *_ in prepared],
-                            [d.weight for d, *_ in prepared], config.samples_per_epoch,
-                            names=[d.name for d, *_ in prepared])
+        prepared.append([dataset, train, val, mapping, summary, width, strict])
+    findings += _drop_duplicates(prepared, config, check)
+    quotas = _quotas(prepared, config, findings if check else None)
     reports, train_all, val_all = [], [], []
-    for (dataset, train, val, mapping, summary, width), quota in zip(prepared, quotas):
+    for (dataset, train, val, mapping, summary, width, _), quota in zip(prepared, quotas):
         reports.append(DatasetReport(dataset, len(train), len(val), int(quota), _count(train, config.classes),
                                      _count(val, config.classes), mapping, summary, width))
         train_all.extend(train)
         val_all.extend(val)
-    registry = Registry(config, train_all, val_all, reports, vehicle_width=vehicle_width, main_class=main_class)
+    _log_warnings(findings)
+    registry = Registry(config, train_all, val_all, reports, vehicle_width=vehicle_width, main_class=main_class,
+                        findings=findings)
     logger.info("dataset registry:\n%s", registry.summary_table())
     return registry
+
+
+def _log_warnings(findings: list[Finding], shown: int = 10) -> None:
+    """The warnings, the first ``shown`` of each kind (a folder listed twice repeats every one of its images)."""
+    per_kind = Counter(f.kind for f in findings if not f.error)
+    logged: Counter = Counter()
+    for finding in findings:
+        if not finding.error:
+            logged[finding.kind] += 1
+            if logged[finding.kind] <= shown:
+                logger.warning("%s", finding.message)
+    for kind, n in per_kind.items():
+        if n > shown:
+            logger.warning("... %d more of: %s", n - shown, kind)
+
+
+def _raise_or_collect(found: list[Finding], config: RegistryConfig, check: bool, findings: list[Finding]) -> None:
+    errors = [f for f in found if f.error]
+    if errors and not check:
+        raise RegistryConfigError(f"{config.origin}: " + "; ".join(f.message for f in errors))
+    findings.extend(found)
+
+
+def _import_findings(name: str, summary: ImportSummary, strict: bool) -> list[Finding]:
+    """--check: the ambiguous stems of an import (each named), and in a strict dataset every other skip (counted),
+    which a strict import would have stopped at."""
+    found = [Finding(AMBIGUOUS, f"dataset {name!r}: {m}", error=strict) for m in summary.messages
+             if "several image files share the stem" in m]
+    if summary.skipped[AMBIGUOUS_IMAGES] > len(found):
+        found.append(Finding(AMBIGUOUS, f"dataset {name!r}: {summary.skipped[AMBIGUOUS_IMAGES]} label files with "
+                             "several image files in all", error=strict))
+    others = {reason: n for reason, n in summary.skipped.items() if reason != AMBIGUOUS_IMAGES}
+    if strict and others:
+        found.append(Finding(IMPORT, f"dataset {name!r} is strict and would stop at: " + ", ".join(
+            f"{n} {reason}" for reason, n in sorted(others.items())) + " (the import reports list them)", error=True))
+    return found
+
+
+def _drop_duplicates(prepared: list, config: RegistryConfig, check: bool) -> list[Finding]:
+    """Duplicate findings (errors raised unless ``check``); later copies leave their dataset's train/val lists."""
+    entries = []
+    for dataset, train, val, *_, strict in prepared:
+        entries.append((dataset.name, strict, [*((s, "train") for s in train), *((s, "val") for s in val)]))
+    found, dropped = find_duplicates(entries)
+    errors = [f for f in found if f.error]
+    if errors and not check:
+        raise RegistryConfigError(f"{config.origin}: {duplicates_error(errors)}")
+    if dropped:
+        for item in prepared:
+            item[1] = [s for s in item[1] if id(s) not in dropped]
+            item[2] = [s for s in item[2] if id(s) not in dropped]
+    return found
+
+
+def _quotas(prepared: list, config: RegistryConfig, findings: list[Finding] | None = None) -> np.ndarray:
+    """The per-dataset quotas; an empty virtual epoch is an error here, before any training code is built (with
+    ``findings`` given, --check, it is recorded there and the quotas are 0)."""
+    names = [d.name for d, *_ in prepared]
+    sizes = [len(p[1]) for p in prepared]
+    try:
+        quotas = resolve_quotas(sizes, [d.quota for d, *_ in prepared], [d.weight for d, *_ in prepared],
+                                config.samples_per_epoch, names=names)
+        problem = None
+        if int(quotas.sum()) == 0:
+            detail = ", ".join(f"{name}: {q} of {n} training images" for name, q, n in zip(names, quotas, sizes))
+            problem = (f"the virtual epoch is empty ({detail}); training needs a dataset with training images and a "
+                       "quota or weight above 0")
+    except ValueError as exc:
+        quotas, problem = np.zeros(len(prepared), np.int64), str(exc)
+    if problem is not None:
+        if findings is None:
+            raise RegistryConfigError(f"{config.origin}: {problem}")
+        findings.append(Finding(EMPTY_EPOCH, problem, error=True))
+    return quotas
 
 
 def _assign(samples: list[Sample], dataset: DatasetConfig, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -403,6 +515,7 @@ def format_summary_table(registry: Registry) -> str:
                            registry.vehicle_width, registry.main_class)
     lines += _routes(registry)
     lines += _skips(registry)
+    lines += _findings(registry)
     return "\n".join(lines)
 
 
@@ -425,6 +538,22 @@ def _routes(registry: Registry) -> list[str]:
     for r in registry.reports:
         routes = ", ".join(f"{native} -> {target}: {n}" for (native, target), n in sorted(r.mapping.routes.items()))
         lines.append(f"  {r.config.name}: {routes or 'no objects'}")
+    return lines
+
+
+def _findings(registry: Registry, shown: int = 5) -> list[str]:
+    """The integrity findings: duplicates (the first few and a count), ambiguous stems, class map warnings."""
+    if not registry.findings:
+        return []
+    errors = any(f.error for f in registry.findings)  # only with check=True; otherwise they were raised
+    text = str if errors else (lambda f: f.message)  # "error:"/"warning:" prefixes only when both can occur
+    lines = ["problems:" if errors else "warnings:"]
+    duplicates = [f for f in registry.findings if f.kind == DUPLICATE]
+    for finding in duplicates[:shown]:
+        lines.append(f"  {text(finding)}" + ("" if finding.error else "; the copy is dropped"))
+    if len(duplicates) > shown:
+        lines.append(f"  ... {len(duplicates) - shown} more duplicate images")
+    lines += [f"  {text(f)}" for f in registry.findings if f.kind != DUPLICATE]
     return lines
 
 

@@ -24,7 +24,7 @@ from obbdet.boxes import BOX_DIM, dlr3k_to_xywha
 from obbdet.formats import LabelFormatError
 
 from .common import (
-    ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size,
+    ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, unique_image,
 )
 
 DLR3K_CLASSES = ("pkw", "bus", "truck", "cam", "pkw_trail", "truck_trail", "van_trail")
@@ -51,7 +51,11 @@ def load_dlr3k(root, *, split: str | None = "Train", angle_sign: float = -1.0, s
     by_image = _group_samp_files(list_files(base, (".samp",), summary), images, strict, summary)
     builder = SampleBuilder("dlr3k", summary, DLR3K_CLASSES)
     for stem in progress(images.stems(), "dlr3k"):
-        image_path = images.find(stem)
+        samp_files = sorted(by_image.get(stem, {}).values())
+        image_path = unique_image(images, stem, samp_files[0] if samp_files else images.folder / stem, summary,
+                                  strict)
+        if image_path is None:
+            continue
         size = read_image_size(image_path, summary, strict)
         if size is None:
             continue

@@ -14,6 +14,7 @@ from obbdet.formats import LabelFormatError, read_obb_json
 
 from .common import (
     ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, read_with_formats,
+    unique_image,
 )
 
 DEFAULT_CLASS_MAP: dict = {}  # names are the files' own; the registry maps them (identity where equal)
@@ -33,7 +34,9 @@ def load_obb_json(root, *, labels_dir: str | None = None, images_dir: str | None
         labels = read_with_formats(read_obb_json, label_path, summary, strict, json_objects=True)
         if labels is None:
             continue
-        image_path = _image_path(labels.image, label_path, images)
+        image_path = _image_path(labels.image, label_path, images, summary, strict)
+        if image_path is False:
+            continue
         if image_path is None:
             summary.error(LabelFormatError(label_path, f"no image {labels.image or label_path.stem + '.*'!r} in "
                                            f"{images.folder}"), strict, reason="files without image")
@@ -48,12 +51,16 @@ def load_obb_json(root, *, labels_dir: str | None = None, images_dir: str | None
     return builder.finish()
 
 
-def _image_path(name: str | None, label_path: Path, images: ImageFolder) -> Path | None:
+def _image_path(name: str | None, label_path: Path, images: ImageFolder, summary: ImportSummary,
+                strict: bool) -> Path | None | bool:
+    """The image named in the file (exactly, else by stem), else the label file's stem; None when there is
+    none, False when a stem has several image files (reported by :func:`unique_image`)."""
     if name:
         candidate = images.folder / name
         if candidate.is_file():
             return candidate
-        found = images.find(Path(name).stem)
-        if found is not None:
-            return found
-    return images.find(label_path.stem)
+    for stem in ([Path(name).stem] if name else []) + [label_path.stem]:
+        if images.candidates(stem):
+            found = unique_image(images, stem, label_path, summary, strict)
+            return False if found is None else found
+    return None

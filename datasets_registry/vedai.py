@@ -34,7 +34,7 @@ import numpy as np
 from obbdet.boxes import wrap_angle
 from obbdet.formats import LabelFormatError
 
-from .common import ImageFolder, ImportSummary, SampleBuilder, fit_polygons, list_files, progress
+from .common import ImageFolder, ImportSummary, SampleBuilder, fit_polygons, list_files, progress, unique_image
 
 VEDAI_CLASS_IDS = {1: "car", 2: "truck", 4: "tractor", 5: "camping_car", 7: "motorcycle", 8: "bus", 9: "van",
                    10: "other", 11: "pickup", 23: "boat", 31: "plane"}
@@ -184,7 +184,9 @@ def _add_image(builder: SampleBuilder, images: ImageFolder, image_id: str, modal
                objects: list[_Object], table: dict, options: tuple, labels_folder: Path, strict: bool,
                summary: ImportSummary) -> None:
     angle_column, occluded_difficult, uncontained_difficult = options
-    image_path = images.find(f"{image_id}_{modality}")
+    image_path = unique_image(images, f"{image_id}_{modality}", labels_folder, summary, strict)
+    if image_path is None and len(images.candidates(f"{image_id}_{modality}")) > 1:
+        return  # several files for one image id: reported (strict: raised) by unique_image
     if image_path is None:
         summary.error(LabelFormatError(labels_folder, f"image {image_id}: no '{image_id}_{modality}.*' in "
                                        f"{images.folder}"), strict, reason="files without image")

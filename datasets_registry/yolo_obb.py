@@ -17,6 +17,7 @@ from obbdet.formats import LabelFormatError, read_yolo_obb
 
 from .common import (
     ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, read_with_formats,
+    unique_image,
 )
 
 DEFAULT_CLASS_MAP: dict = {}  # names are the dataset's own; the registry maps them (identity where equal)
@@ -36,11 +37,13 @@ def load_yolo_obb(root, *, split: str | None = "train", data_yaml=None, class_na
                       reason="files without image")
     builder = SampleBuilder("yolo_obb", summary, names)
     for stem in progress(images.stems(), "yolo_obb"):
-        image_path = images.find(stem)
+        label_path = label_files.get(stem)
+        image_path = unique_image(images, stem, label_path or images.folder / stem, summary, strict)
+        if image_path is None:
+            continue
         size = read_image_size(image_path, summary, strict)
         if size is None:
             continue
-        label_path = label_files.get(stem)
         if label_path is None:
             summary.note("background images (no label file)")
             builder.add(image_path, size[0], size[1], [], [])

@@ -78,6 +78,12 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
     distributed.barrier()
 
 
+def registry_error(path, exc: Exception) -> str:
+    """One line for a registry failure, naming the registry file unless the message already does."""
+    text = " ".join(str(exc).splitlines())
+    return text if str(path) in text else f"data.registry {path}: {text}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -101,6 +107,14 @@ def main(argv=None) -> int:
     except (config_mod.ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if cfg.data.registry:  # its mistakes are found before any device, model or data loader is set up
+        from obbdet.datasets_registry import load_registry_config
+
+        try:
+            load_registry_config(cfg.data.registry)
+        except (OSError, ValueError) as exc:
+            print(f"error: {registry_error(cfg.data.registry, exc)}", file=sys.stderr)
+            return 2
     device = resolve_device(cfg.train.device)
     dist = distributed.init_distributed(device.type)
     if device.type == "cuda" and dist.enabled:
@@ -109,8 +123,19 @@ def main(argv=None) -> int:
     training.seed_everything(args.seed + dist.rank)
     if not dist.is_main:
         distributed.barrier()  # rank 0 renders / imports first, the others then read its cache
-    sources = training.build_sources(cfg, render_workers=threads if dist.is_main else 0,
-                                     progress=not args.no_progress)
+    try:
+        sources = training.build_sources(cfg, render_workers=threads if dist.is_main else 0,
+                                         progress=not args.no_progress)
+    except (OSError, ValueError) as exc:
+        if not cfg.data.registry:
+            raise
+        # the registry's refusals (duplicates, ambiguous images, class maps, an empty epoch, malformed labels)
+        # are sentences naming the files; the other ranks, once released, meet the same error
+        if dist.is_main:
+            distributed.barrier()
+        print(f"error: {registry_error(cfg.data.registry, exc)}", file=sys.stderr)
+        distributed.cleanup()
+        return 2
     if dist.is_main:
         distributed.barrier()
     heading = cfg.model.heading if cfg.model.heading is not None else sources.has_heading
