@@ -68,19 +68,112 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     for key in ("model", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: obbdet checkpoint without '{key}' (truncated or hand-edited?)")
+    check_model_spec(ckpt, path, complete=False)  # the network is rebuilt (and needs all of it) elsewhere
     return ckpt
 
 
-def build_detector_from_checkpoint(ckpt: dict, device="cpu", use_ema: bool = True):
-    """The Detector stored in a loaded checkpoint (EMA weights when present and ``use_ema``), in eval mode."""
+# the last layer of effdet's class head: its output channels are anchors per cell x classes
+_CLASS_HEAD_PREFIX = "net.class_net.predict."
+
+
+def _class_head_outputs(state: dict, anchors_per_cell: int) -> int | None:
+    """Classes the class head of ``state`` predicts (None when the state does not tell)."""
+    weights = [v for k, v in state.items()
+               if k.startswith(_CLASS_HEAD_PREFIX) and k.endswith(".weight") and getattr(v, "ndim", 0) == 4]
+    if not weights or anchors_per_cell <= 0 or weights[-1].shape[0] % anchors_per_cell:
+        return None
+    return weights[-1].shape[0] // anchors_per_cell  # the pointwise conv (after the depthwise one) when separable
+
+
+def check_model_spec(ckpt: dict, source="checkpoint", complete: bool = True) -> None:
+    """Raise CheckpointError (one line naming ``source``) when the model spec of ``ckpt`` disagrees with its own
+    weights (a class list whose length is not the class head's number of outputs: inference would index past
+    the list), lacks its class list, or, with ``complete``, lacks the ``model.effdet_config`` that rebuilding
+    the network needs."""
+    spec = ckpt.get("model")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{source}: its 'model' entry is not a model spec (a dict), got {type(spec).__name__}")
+    for key, kind in (("class_names", (list, tuple)), ("effdet_config", dict)):
+        if key not in spec:
+            if key == "effdet_config" and not complete:
+                return  # nothing to compare the class list with
+            raise CheckpointError(f"{source}: no 'model.{key}' in its model spec (which has "
+                                  f"{', '.join(map(repr, sorted(spec))) or 'no entries'}): the network cannot be "
+                                  "rebuilt without it")
+        if not isinstance(spec[key], kind):
+            raise CheckpointError(f"{source}: 'model.{key}' is a {type(spec[key]).__name__}, not a "
+                                  f"{'dict' if kind is dict else 'list'}")
+    names, config = list(spec["class_names"]), spec["effdet_config"]
+    try:
+        anchors_per_cell = int(config["num_scales"]) * len(config["aspect_ratios"])
+    except (KeyError, TypeError, ValueError):
+        anchors_per_cell = 0  # building the network names what is missing
+    for key in ("state_dict", "ema_state_dict"):
+        state = ckpt.get(key)
+        outputs = _class_head_outputs(state, anchors_per_cell) if isinstance(state, dict) else None
+        if outputs is not None and outputs != len(names):
+            raise CheckpointError(f"{source}: its class list has {len(names)} names but the class head has "
+                                  f"{outputs} outputs (in '{key}'): the class list does not belong to these "
+                                  "weights")
+    num_classes = config.get("num_classes")
+    if isinstance(num_classes, int) and num_classes != len(names):
+        raise CheckpointError(f"{source}: its class list has {len(names)} names but 'model.effdet_config."
+                              f"num_classes' is {num_classes}")
+
+
+def _shape(tensor) -> str:
+    return "[" + ", ".join(str(n) for n in getattr(tensor, "shape", ())) + "]"
+
+
+def state_dict_mismatch(expected: dict, given: dict) -> str | None:
+    """One line summarising how the weights ``given`` differ from a model's ``expected`` state dict (names
+    and shapes), or None when they fit: missing keys, unexpected keys and shape mismatches, each counted
+    with its first instance."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [k for k in expected if k in given and tuple(getattr(given[k], "shape", ())) != tuple(expected[k].shape)]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = [f"{len(missing)} missing keys" + (f" (first: {missing[0]})" if missing else ""),
+             f"{len(unexpected)} unexpected" + (f" (first: {unexpected[0]})" if unexpected else ""),
+             f"{len(shapes)} shape mismatches" + (f" (first: {shapes[0]} {_shape(given[shapes[0]])} in the "
+                                                  f"checkpoint vs {_shape(expected[shapes[0]])} in the model)"
+                                                  if shapes else "")]
+    return ", ".join(parts)
+
+
+def load_weights(module: torch.nn.Module, state: dict, source="checkpoint", what: str = "weights") -> None:
+    """``module.load_state_dict(state)`` (strict), raising CheckpointError with one line naming ``source`` and
+    summarising every difference instead of torch's multi-line RuntimeError."""
+    problem = state_dict_mismatch(module.state_dict(), state)
+    if problem is not None:
+        raise CheckpointError(f"{source}: its {what} do not fit the model: {problem}")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:  # e.g. a value that cannot be copied; keep the first lines, joined
+        reason = " ".join(line.strip() for line in str(exc).strip().splitlines()[:3])
+        raise CheckpointError(f"{source}: its {what} do not load: {reason[:300]}") from None
+
+
+def build_detector_from_checkpoint(ckpt: dict, device="cpu", use_ema: bool = True, source=None):
+    """The Detector stored in a loaded checkpoint (EMA weights when present and ``use_ema``), in eval mode.
+
+    Raises CheckpointError (one line starting with ``source``, e.g. the file) when the spec is incomplete or the
+    weights do not fit it."""
     from obbdet.model.detector import Detector
 
-    detector = Detector(ckpt["model"])
-    state = ckpt.get("ema_state_dict") if use_ema and ckpt.get("ema_state_dict") is not None else ckpt["state_dict"]
+    source = "checkpoint" if source is None else f"checkpoint {source}"
+    check_model_spec(ckpt, source)
     try:
-        detector.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint weights do not fit its model spec: {str(exc).splitlines()[0]}") from None
+        detector = Detector(ckpt["model"])
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: 'model.effdet_config' lacks {exc}; it cannot rebuild the network") from None
+    except Exception as exc:  # noqa: BLE001 - a hand-edited config can fail anywhere in the build: one line
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"{source}: 'model.effdet_config' does not build a network: {reason}") from None
+    use_ema = use_ema and ckpt.get("ema_state_dict") is not None
+    load_weights(detector, ckpt["ema_state_dict"] if use_ema else ckpt["state_dict"], source,
+                 "EMA weights ('ema_state_dict')" if use_ema else "weights ('state_dict')")
     detector.postprocess.nms_iou = float(ckpt.get("nms_iou") or detector.postprocess.nms_iou)
     detector.postprocess.pre_nms_topk = int(ckpt.get("pre_nms_topk") or detector.postprocess.pre_nms_topk)
     return detector.to(device).eval()

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 import obbdet
-from obbdet.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from obbdet.checkpoint import (CheckpointError, capture_rng_state, load_checkpoint, load_weights,
+                               restore_rng_state, save_checkpoint)
 from obbdet.config import RunConfig, config_from_dict, config_to_dict, config_to_yaml
 from obbdet.data import DetectionDataset, ScaledTransform, StrideCollate, default_workers
 from obbdet.distributed import DistInfo, unwrap
@@ -138,7 +139,9 @@ def build_sources(cfg: RunConfig, render_workers: int = 0, progress: bool = True
 
 
 def _seed_worker(worker_id: int) -> None:
-    """DataLoader workers: numpy and python generators seeded from torch's per-worker seed."""
+    """DataLoader workers: numpy and python generators seeded from torch's per-worker seed (the loader's base
+    seed + worker id; the training loader draws its base seed from its own generator, reseeded each epoch by
+    :func:`seed_epoch`)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
@@ -172,10 +175,57 @@ def build_loaders(cfg: RunConfig, sources: DataSources, dist: DistInfo, device: 
                   worker_init_fn=_seed_worker, persistent_workers=False)
     if workers > 0:
         common["prefetch_factor"] = 4
+    # a private generator for the workers' base seed: the global torch stream is consumed by other loaders
+    # (validation) and by the model, and the epoch's workers must not depend on that (seed_epoch reseeds it)
     train_loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
-                                               drop_last=True, **common)
+                                               drop_last=True, generator=torch.Generator(), **common)
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.data.val_batch_size, shuffle=False, **common)
     return train_loader, val_loader, sampler
+
+
+_EPOCH_SEED_TAG = 0xE50C7  # keeps these generators apart from others seeded with the same (seed, epoch) words
+
+
+def _augment_of(transform):
+    """The ``OBBAugment`` inside a (possibly wrapped, e.g. ``ScaledTransform``) transform, or None."""
+    from obbdet.augment import OBBAugment
+
+    while transform is not None and not isinstance(transform, OBBAugment):
+        transform = getattr(transform, "transform", None)
+    return transform
+
+
+def seed_epoch(state: "TrainState", epoch: int, rank: int, train_loader) -> None:
+    """Reseed every random generator a training epoch uses from ``(run seed, epoch, rank)`` alone.
+
+    Checkpoints are written at epoch ends, so ``--resume`` restarts at an epoch boundary; it redoes the
+    following epochs bit for bit (on the CPU; on GPUs up to cuDNN's nondeterministic kernels) only if an
+    epoch's data, augmentation and random layers depend on ``(seed, epoch, rank)`` and never on what ran
+    earlier in the process. Restoring the generator states saved with the checkpoint is not enough: the
+    augmentation's own stream (in the main process with ``data.workers=0``) continued from the previous
+    epochs in an uninterrupted run but restarts from the seed in a resumed one. Reseeded here: python,
+    numpy and torch (CPU and CUDA) global generators; the training loader's generator, from which the
+    DataLoader draws its workers' base seed (each worker then seeds numpy / python in ``_seed_worker`` and
+    the augmentation in ``OBBAugment`` from it); the augmentation in the main process; the vehicle-width
+    reservoir's generator; and the EMA's stochastic-rounding generator (bfloat16 EMA only).
+    The data order is the sampler's, already a function of ``(seed, epoch)``.
+    """
+    seed = int(state.seed)
+    sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, seed >> 32 & 0xFFFFFFFF, int(epoch), int(rank),
+                                       _EPOCH_SEED_TAG])
+    words = [int(w) for w in sequence.generate_state(8, dtype=np.uint64)]
+    random.seed(words[0])
+    np.random.seed(words[1] % 2**32)
+    torch.manual_seed(words[2])  # also every CUDA device
+    if getattr(train_loader, "generator", None) is not None:
+        train_loader.generator.manual_seed(words[3])
+    augment = _augment_of(getattr(train_loader.dataset, "transform", None))
+    if augment is not None and augment.seed is not None:
+        augment.reseed(augment.seed, int(epoch), int(rank), _EPOCH_SEED_TAG)
+    state.width.rng = np.random.default_rng(words[4])
+    generator = getattr(state.ema, "_sr_generator", None)  # timm ModelEmaV3's private generator (newer timm)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(words[5])
 
 
 def validation_dataset(sources: DataSources) -> DetectionDataset:
@@ -310,12 +360,19 @@ def checkpoint_payload(state: TrainState, cfg: RunConfig, run_name: str, seed: i
     }
 
 
-def restore_train_state(state: TrainState, ckpt: dict, sampler) -> None:
-    """Load model, EMA, optimizer, schedule, scaler, sampler position, RNG and bookkeeping from ``ckpt``."""
-    state.detector.load_state_dict(ckpt["state_dict"])
+def restore_train_state(state: TrainState, ckpt: dict, sampler, source="checkpoint") -> None:
+    """Load model, EMA, optimizer, schedule, scaler, sampler position, RNG and bookkeeping from ``ckpt``.
+
+    Raises CheckpointError (one line starting with ``source``) when the checkpoint does not fit this run (its
+    weights another model's, e.g. after the class list changed, or its sampler another seed's)."""
+    load_weights(state.detector, ckpt["state_dict"], source, "weights ('state_dict')")
     if state.ema is not None and ckpt.get("ema_state_dict") is not None:
-        state.ema.module.load_state_dict(ckpt["ema_state_dict"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+        load_weights(state.ema.module, ckpt["ema_state_dict"], source, "EMA weights ('ema_state_dict')")
+    try:
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: its optimizer state does not fit this run's optimizer: "
+                              f"{' '.join(str(exc).split())}") from None
     state.schedule.load_state_dict(ckpt["scheduler"])
     if state.scaler is not None and ckpt.get("scaler") is not None:
         state.scaler.load_state_dict(ckpt["scaler"])
@@ -327,7 +384,10 @@ def restore_train_state(state: TrainState, ckpt: dict, sampler) -> None:
     state.operating_point = ckpt.get("operating_point")
     state.last_metrics = ckpt.get("metrics") or {}
     if sampler is not None and ckpt.get("sampler") is not None:
-        sampler.load_state_dict(ckpt["sampler"])
+        try:
+            sampler.load_state_dict(ckpt["sampler"])
+        except ValueError as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
     restore_rng_state(ckpt["rng"])
 
 

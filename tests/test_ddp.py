@@ -42,8 +42,11 @@ def train_one_epoch(model, *args, **kwargs):
     result = original_epoch(model, *args, **kwargs)
     moved = any(not torch.equal(a, p) for a, p in zip(before, backbone.parameters()))
     total = sum(float(p.double().sum()) for p in unwrap(model).parameters())
-    print(f"EPOCH rank={rank} backbone_moved={moved} checksum={total:.10e} skipped={result[0]['skipped_steps']}",
-          flush=True)
+    # one write per line: with PYTHONUNBUFFERED print() writes the text and its newline separately, and the two
+    # ranks finish their epochs together, so their lines could interleave in the shared pipe
+    sys.stdout.write(f"EPOCH rank={rank} backbone_moved={moved} checksum={total:.10e} "
+                     f"skipped={result[0]['skipped_steps']}\n")
+    sys.stdout.flush()
     return result
 
 engine.train_one_epoch = train_one_epoch

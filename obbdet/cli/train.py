@@ -36,6 +36,8 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
 
     train_loader, val_loader, val_dataset = loaders
     sampler.set_epoch(epoch)
+    # the epoch's randomness from (seed, epoch, rank) only: a resumed run redoes it exactly
+    training.seed_epoch(state, epoch, dist.rank, train_loader)
     training.apply_backbone_freeze(state, cfg)
     amp = training.amp_dtype_for(device, cfg.optim.amp)
     channels_last = cfg.optim.channels_last
@@ -145,9 +147,15 @@ def main(argv=None) -> int:
     train_loader, val_loader, sampler = training.build_loaders(cfg, sources, dist, device, args.seed, stride)
     state = training.build_train_state(cfg, model, len(train_loader), device, sources.class_names)
     state.seed = args.seed
+    if ckpt:  # before any output is written: a checkpoint that does not fit leaves the run folder as it was
+        try:
+            training.restore_train_state(state, ckpt, sampler, source=run_dir / "last.pt")
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            distributed.cleanup()
+            return 2
     outputs = training.RunOutputs(run_dir, dist.is_main, purge_step=ckpt["epoch"] + 1 if ckpt else None)
     if ckpt:
-        training.restore_train_state(state, ckpt, sampler)
         outputs.truncate_after(state.epoch)
     outputs.write_config(cfg)
     if dist.is_main:
