@@ -100,6 +100,17 @@ def load_folder(folder, fmt: str, *, detections: bool, warnings: WarningLog, coo
     return labels, dict(listing.files)
 
 
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``"W,H"`` (or ``"WxH"``) in pixels -> ``(W, H)``; ValueError otherwise."""
+    try:
+        width, height = (int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ValueError(f"expected W,H (e.g. 1920,1080), got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {text!r}")
+    return width, height
+
+
 def parse_renames(text: str) -> dict[str, str]:
     """``"small-vehicle=car,large-vehicle=truck"`` -> ``{"small-vehicle": "car", ...}``; ValueError otherwise."""
     pairs = [item.split("=") for item in text.split(",") if item.strip()]

@@ -16,6 +16,7 @@ from .ap import AP_METHODS
 from .errors import (
     EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog,
 )
+from .loading import parse_image_size, parse_renames
 from .rules import COMPAT_MODES
 
 FORMATS = ("obb_json", "dota", "dota_task1", "xywh", "xyrb", "yolo_obb")
@@ -66,23 +67,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _renames(text: str) -> dict[str, str]:
-    from .loading import parse_renames
+def argument_type(parse):
+    """An argparse ``type`` from a parser that raises ValueError: its message becomes the usage error."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    try:
-        return parse_renames(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected W,H (e.g. 1920,1080), got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
-    return width, height
+    convert.__name__ = parse.__name__  # argparse names the type in its "invalid <name> value" fallback
+    return convert
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -104,11 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("-gtcoords", "--gtcoords", default="abs", choices=("abs", "rel"),
                     help="xywh/xyrb: absolute pixels or relative (cx cy w h normalized); default abs")
     io.add_argument("-detcoords", "--detcoords", default="abs", choices=("abs", "rel"))
-    io.add_argument("-imgsize", "--imgsize", type=_image_size, default=None, metavar="W,H",
+    io.add_argument("-imgsize", "--imgsize", type=argument_type(parse_image_size), default=None, metavar="W,H",
                     help="image size for relative coordinates and yolo_obb")
     io.add_argument("--classes", default=None, metavar="A,B,...",
                     help="evaluate only these classes, in this order (also yolo_obb's class index order)")
-    io.add_argument("--rename", type=_renames, default={}, metavar="SRC=DST,...",
+    io.add_argument("--rename", type=argument_type(parse_renames), default={}, metavar="SRC=DST,...",
                     help="rename ground-truth classes, e.g. small-vehicle=car,large-vehicle=truck to score a "
                          "detector with unified classes on DOTA labels")
     rules = parser.add_argument_group("rules")

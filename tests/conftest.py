@@ -22,6 +22,18 @@ def fixtures_dir() -> Path:
     return FIXTURES_DIR
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a shared, oversubscribed CPU, multi-threaded convolutions spin and run many times
+    slower; the tests that use it check results, not speed."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint: the ``tiny`` variant (obbdet_micro) trained for one short epoch on synthetic scenes.

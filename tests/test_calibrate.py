@@ -23,12 +23,7 @@ from obbdet.tools import calibrate as calibrate_cli
 WIDENING = 1.08
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cars(seed: int = 0, n_images: int = 30, per_image: int = 25):

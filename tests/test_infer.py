@@ -31,14 +31,7 @@ from tests.infer_support import (BrightRectDetector, bad_input_folder, detect_im
                                  render_rects, write_good)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: on a shared, oversubscribed CPU, multi-threaded convolutions spin and run many times
-    slower; the tests check results, not speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,12 +23,7 @@ from obbdet.iou import box_iou_rotated
 from tests.infer_support import bad_input_folder, detect_image
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

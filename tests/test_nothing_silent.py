@@ -31,13 +31,7 @@ from obbdet.tools import convert
 from tests.infer_support import BrightRectDetector, grid_boxes, write_good
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread: the CPU is shared; these tests check results, not speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------------

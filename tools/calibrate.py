@@ -21,6 +21,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from obbdet.eval.loading import parse_image_size, parse_renames  # noqa: E402
+from obbdet.eval.pascalvoc import argument_type  # noqa: E402
+
 EXIT_OK = 0
 EXIT_IMAGE_FAILURES = 1  # stored, but some images could not be processed or the table not written
 EXIT_SETUP_ERROR = 2  # nothing stored
@@ -74,25 +77,6 @@ def _step(text: str) -> float:
     return value
 
 
-def _renames(text: str) -> dict[str, str]:
-    from obbdet.eval.loading import parse_renames
-
-    try:
-        return parse_renames(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected W,H, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"image size must be positive, got {text!r}")
-    return width, height
-
-
 def build_parser() -> argparse.ArgumentParser:
     from obbdet.calibration import SWEEP_LENGTH_RANGE, SWEEP_STEP, SWEEP_WIDTH_RANGE
 
@@ -117,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"grid step of the sweep, one table row each (default {SWEEP_STEP:g})")
     p.add_argument("--classes", default=None, metavar="A,B,...",
                    help="evaluate only these classes (default: every checkpoint class in the ground truth)")
-    p.add_argument("--rename", type=_renames, default={}, metavar="SRC=DST,...",
+    p.add_argument("--rename", type=argument_type(parse_renames), default={}, metavar="SRC=DST,...",
                    help="rename ground-truth classes to the checkpoint's (e.g. small-vehicle=car for DOTA)")
-    p.add_argument("--imgsize", type=_image_size, default=None, metavar="W,H",
+    p.add_argument("--imgsize", type=argument_type(parse_image_size), default=None, metavar="W,H",
                    help="image size for yolo_obb ground truth")
     p.add_argument("--score", type=float, default=0.05, help="score threshold (default 0.05, as infer.py)")
     tiling = p.add_mutually_exclusive_group()

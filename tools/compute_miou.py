@@ -46,13 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _image_size(text: str | None):
+    from obbdet.eval.loading import parse_image_size
+
     if text is None:
         return None
     try:
-        width, height = (int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise EvalInputError(f"-imgsize: expected W,H, got {text!r}", 2) from None
-    return width, height
+        return parse_image_size(text)
+    except ValueError as exc:
+        raise EvalInputError(f"-imgsize: {exc}", 2) from None
 
 
 def _run(args) -> int:

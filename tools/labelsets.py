@@ -16,6 +16,7 @@ import numpy as np
 from obbdet.formats import (LABEL_FORMATS, LabelFiles, LabelFormatError, describe_read_error, list_label_files,
                             read_dota_task1, read_label_files)
 from obbdet.structures import ImageLabels
+from obbdet.eval.loading import parse_image_size as parse_size
 from obbdet.imageio import find_image, image_size
 
 FORMAT_CHOICES = ("auto",) + LABEL_FORMATS
@@ -93,17 +94,13 @@ class ImageSizes:
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
-    """``"W,H"`` (or ``WxH``) -> ``(W, H)``."""
+    """``"W,H"`` (or ``WxH``) -> ``(W, H)``; None stays None."""
     if text is None:
         return None
-    parts = text.replace("x", ",").split(",")
     try:
-        width, height = (int(p) for p in parts)
-    except ValueError:
-        raise ToolInputError(f"--image-size: expected W,H in pixels, got {text!r}") from None
-    if width <= 0 or height <= 0:
-        raise ToolInputError(f"--image-size: sizes must be positive, got {text!r}")
-    return width, height
+        return parse_size(text)
+    except ValueError as exc:
+        raise ToolInputError(f"--image-size: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------
