@@ -53,6 +53,9 @@ def test_overrides_are_type_checked():
                                 "train.epochs=3"])
     assert cfg.optim.lr == 0.01 and cfg.model.aspect_ratios == (1.0, 2.0) and cfg.model.heading is True
     assert cfg.schedule.milestones == (5,) and cfg.train.epochs == 3
+    assert resolve_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
+    with pytest.raises(ConfigError, match="optim.lr: expected a number, got 'inf'"):
+        resolve_config(None, ["optim.lr=inf"])
     with pytest.raises(ConfigError, match="unknown config key 'lrr'; did you mean lr"):
         resolve_config(None, ["lrr=1"])
     with pytest.raises(ConfigError, match="model.image_size: expected an integer, got 'big'"):
