@@ -147,7 +147,7 @@ def bench_768(args) -> None:
     forward = stages["forward"]
     per_image = summary.seconds / max(summary.images, 1)
     print(f"{torch.get_num_threads()} CPU thread(s); {args.images} synthetic scenes of {TILE}x{TILE}")
-    print(f"tf_efficientdet_d0 (angle head, random weights):")
+    print("tf_efficientdet_d0 (angle head, random weights):")
     print(f"  forward pass (baseline):       {1000 * forward:8.1f} ms/image ({1 / forward:.2f} images/s)")
     _print_stages(stages, args.score, forward, "the D0 forward")
     print(f"  end to end (read JPEG, predict, merge, write obb_json): {summary.images_per_second:.2f} images/s, "

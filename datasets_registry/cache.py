@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 3  # 2: per-object angle_known instead of a per-sample aabb_only flag; 3: meta['fingerprint']
 CACHE_DIR_NAME = ".obbdet_cache"
-_SOURCE_MODULES = (f"{__package__}.common", "obbdet.formats", "obbdet.boxes", "obbdet.structures")
+_SOURCE_MODULES = (f"{__package__}.common", f"{__package__}.label_text", "obbdet.formats", "obbdet.boxes",
+                   "obbdet.structures")
 
 
 def default_cache_dir(root) -> Path:

@@ -26,9 +26,9 @@ from obbdet.boxes import CORNERS, POINT_DIM, snap_heading_to_axis, wrap_angle
 from obbdet.formats import POLY_COORDS, read_dota
 
 from .common import (
-    ImageFolder, ImportSummary, SampleBuilder, first_dir, list_files, progress, read_image_size, read_with_formats,
-    resolve_image,
+    ImageFolder, ImportSummary, SampleBuilder, first_dir, list_files, progress, read_image_size, resolve_image,
 )
+from .label_text import read_with_formats
 
 DOTA_CLASSES = ("plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle",
                 "ship", "tennis-court", "basketball-court", "storage-tank", "soccer-ball-field", "roundabout",

@@ -29,9 +29,9 @@ from obbdet.boxes import xywha_to_aabb
 from obbdet.formats import LabelFormatError
 
 from .common import (
-    ImageFolder, ImportSummary, SampleBuilder, XmlDoc, fit_polygons, list_files, progress, read_image_size,
-    resolve_image,
+    ImageFolder, ImportSummary, SampleBuilder, fit_polygons, list_files, progress, read_image_size, resolve_image,
 )
+from .label_text import XmlDoc
 
 DRONEVEHICLE_CLASSES = ("car", "freight_car", "truck", "bus", "van")
 DEFAULT_CLASS_MAP = {"car": "car", "freight_car": "truck", "truck": "truck", "bus": "bus", "van": "van"}

@@ -13,9 +13,9 @@ from pathlib import Path
 from obbdet.formats import LabelFormatError, read_obb_json
 
 from .common import (
-    ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, read_with_formats,
-    unique_image,
+    ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, unique_image,
 )
+from .label_text import read_with_formats
 
 DEFAULT_CLASS_MAP: dict = {}  # names are the files' own; the registry maps them (identity where equal)
 

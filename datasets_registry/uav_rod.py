@@ -23,8 +23,9 @@ from obbdet.boxes import BOX_DIM, rolabelimg_to_xywha
 from obbdet.formats import LabelFormatError
 
 from .common import (
-    ImageFolder, ImportSummary, SampleBuilder, XmlDoc, list_files, progress, read_image_size, resolve_image,
+    ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, resolve_image,
 )
+from .label_text import XmlDoc
 
 UAV_ROD_CLASSES = ("car",)
 DEFAULT_CLASS_MAP = {"car": "car"}

@@ -19,8 +19,9 @@ from obbdet.boxes import aabb_to_xywha
 from obbdet.formats import LabelFormatError
 
 from .common import (
-    ImageFolder, ImportSummary, SampleBuilder, XmlDoc, list_files, progress, read_image_size, resolve_image,
+    ImageFolder, ImportSummary, SampleBuilder, list_files, progress, read_image_size, resolve_image,
 )
+from .label_text import XmlDoc
 
 VAID_CLASS_IDS = {"1": "sedan", "2": "minibus", "3": "truck", "4": "pickup_truck", "5": "bus", "6": "cement_truck",
                   "7": "trailer"}

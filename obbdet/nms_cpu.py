@@ -157,7 +157,6 @@ def nms_rotated_numpy(boxes, scores, iou_threshold: float, labels=None, max_outp
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, BOX_DIM)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n = len(boxes)
     order = np.argsort(-scores, kind="stable")
     ranked = boxes[order]
     ranked_labels = None

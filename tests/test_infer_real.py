@@ -18,7 +18,7 @@ from obbdet import inference
 from obbdet.boxes import xywha_to_poly
 from obbdet.cli import infer as infer_cli
 from obbdet.formats import read_obb_json
-from obbdet.inference import InferenceOptions, plan_tiles, rescale_factor
+from obbdet.inference import InferenceOptions, plan_tiles, rescale_factor, scale_xywha
 from obbdet.iou import box_iou_rotated
 from tests.infer_support import bad_input_folder, detect_image
 

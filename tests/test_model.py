@@ -10,7 +10,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
 
-from obbdet.boxes import BOX_DIM, normalize_xywha, xywha_to_aabb  # noqa: E402
+from obbdet.boxes import BOX_DIM, normalize_xywha  # noqa: E402
 from obbdet.checkpoint import (  # noqa: E402
     CheckpointError, build_detector_from_checkpoint, checkpoint_inference_meta, load_checkpoint, save_checkpoint,
 )

@@ -225,14 +225,14 @@ def test_stale_temporaries_are_removed_when_infer_starts(fake_loader, frames, tm
 
 
 def test_stale_temporaries_are_removed_when_a_training_run_starts(tmp_path, caplog):
-    from obbdet.training import RunOutputs
+    from obbdet.run_outputs import RunOutputs
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / ".last.pt.a1b2c3d4.tmp").write_bytes(b"\0" * 16)
     (run_dir / ".log.jsonl.zz_9.tmp").write_text("{")
     (run_dir / "best.pt").write_bytes(b"kept")
-    with caplog.at_level(logging.INFO, logger="obbdet.training"):
+    with caplog.at_level(logging.INFO, logger="obbdet.run_outputs"):
         outputs = RunOutputs(run_dir, enabled=True)
     if outputs.writer is not None:
         outputs.writer.close()

@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from obbdet.checkpoint import build_detector_from_checkpoint, load_checkpoint  # noqa: E402
 from obbdet.config import (  # noqa: E402
-    ConfigError, RunConfig, ScheduleConfig, apply_overrides, config_to_dict, config_from_dict, load_yaml_config,
+    ConfigError, RunConfig, ScheduleConfig, config_to_dict, config_from_dict, load_yaml_config,
     resolve_config, variant_config,
 )
 from obbdet.optim import LRSchedule  # noqa: E402

@@ -4,7 +4,7 @@
     torchrun --nproc_per_node=N train.py <run_name> <seed> ...
 
 With no config it trains the ``quickstart`` variant on the built-in synthetic scenes. Outputs go to
-``runs/<run_name>/`` (see ``obbdet.training.RunOutputs``); ``--resume`` continues from ``last.pt`` there.
+``runs/<run_name>/`` (see ``obbdet.run_outputs.RunOutputs``); ``--resume`` continues from ``last.pt`` there.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_names, progress) -> None:
     """Train one epoch, evaluate, log, and checkpoint (epoch is 0-based; printed and saved 1-based)."""
-    from obbdet import distributed, engine, training
+    from obbdet import distributed, engine, run_outputs, training
     from obbdet.checkpoint import operating_point_record
 
     train_loader, val_loader, val_dataset = loaders
@@ -50,7 +50,7 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
     stats.update(distributed.all_reduce_mean({k: stats[k] for k in ("loss",) + engine.LOSS_NAMES}, device))
     state.epoch = epoch + 1
     if dist.is_main:
-        print(training.format_result_line("Train", state.epoch, stats["loss"], stats["seconds"]))
+        print(run_outputs.format_result_line("Train", state.epoch, stats["loss"], stats["seconds"]))
     val_losses = result = None
     val_start = time.perf_counter()
     if state.epoch % cfg.train.eval_interval == 0 or state.epoch == cfg.train.epochs:
@@ -58,14 +58,14 @@ def run_epoch(epoch, cfg, state, loaders, sampler, device, dist, outputs, class_
         val_losses, result = engine.evaluate(state.eval_detector, state.criterion, val_loader, val_dataset,
                                              device, class_names, training.eval_options(cfg, device, progress))
         if dist.is_main:
-            print(training.format_result_line("Val", state.epoch, val_losses["loss"],
+            print(run_outputs.format_result_line("Val", state.epoch, val_losses["loss"],
                                               time.perf_counter() - val_start))
             print(result.format_tables(per_class=False), flush=True)
             state.operating_point = operating_point_record(result.operating_points("0.50"),
                                                            f"validation, epoch {state.epoch}")
     metric = distributed.broadcast_object(result.map.get(cfg.train.best_metric) if result else None)
     state.schedule.step_epoch(metric)
-    record = training.epoch_record(state.epoch, stats, val_losses, result, state.schedule.lr,
+    record = run_outputs.epoch_record(state.epoch, stats, val_losses, result, state.schedule.lr,
                                    time.perf_counter() - val_start)
     state.last_metrics = {k: v for k, v in record.items() if k.startswith(("map_", "val_"))}
     outputs.log_epoch(record)
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
-    from obbdet import config as config_mod, distributed, training
+    from obbdet import config as config_mod, distributed, run_outputs, training
     from obbdet.checkpoint import CheckpointError
     from obbdet.device import resolve_device
 
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             distributed.cleanup()
             return 2
-    outputs = training.RunOutputs(run_dir, dist.is_main, purge_step=ckpt["epoch"] + 1 if ckpt else None)
+    outputs = run_outputs.RunOutputs(run_dir, dist.is_main, purge_step=ckpt["epoch"] + 1 if ckpt else None)
     if ckpt:
         outputs.truncate_after(state.epoch)
     outputs.write_config(cfg)
