@@ -19,6 +19,7 @@ from obbdet.eval import pascalvoc
 from obbdet.formats import read_obb_json, write_obb_json
 from obbdet.structures import ImageLabels
 from obbdet.tools import calibrate as calibrate_cli
+from tests.eval_support import noisy_cars
 
 WIDENING = 1.08
 
@@ -27,22 +28,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cars(seed: int = 0, n_images: int = 30, per_image: int = 25):
-    """Ground-truth cars G and detections D: G's boxes with the width multiplied by 1.0, plus the noise of
-    a real detector (without it every factor within the 95% IoU of 1.0 would tie at mAP 100%)."""
-    rng = np.random.default_rng(seed)
-    gt, det = {}, {}
-    for i in range(n_images):
-        n = per_image
-        boxes = np.column_stack([rng.uniform(0, 1000, n), rng.uniform(0, 1000, n), rng.uniform(40, 50, n),
-                                 rng.uniform(17, 21, n), rng.uniform(-np.pi / 2, np.pi / 2, n)])
-        noisy = boxes.copy()
-        noisy[:, 3] *= 1.0 * rng.normal(1.0, 0.01, n)
-        noisy[:, 2] *= rng.normal(1.0, 0.01, n)
-        noisy[:, :2] += rng.normal(0, 0.4, (n, 2))
-        noisy[:, 4] += rng.normal(0, np.radians(0.5), n)
-        gt[f"{i:03d}"] = ImageLabels(boxes=boxes, classes=["car"] * n)
-        det[f"{i:03d}"] = ImageLabels(boxes=noisy, classes=["car"] * n, scores=rng.random(n))
-    return gt, det
+    """Ground-truth cars and detections of the right width, with a real detector's noise."""
+    return noisy_cars(seed, n_images, per_image, widening=1.0)
 
 
 def widened(labels: dict, factor: float) -> dict:

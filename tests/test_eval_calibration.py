@@ -3,35 +3,20 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from obbdet.formats import write_obb_json
-from obbdet.structures import ImageLabels
-
 from obbdet.eval import evaluate
 from obbdet.eval.calibration import search_factor
 from obbdet.eval.pascalvoc import main
+from tests.eval_support import noisy_cars
 
 WIDENING = 1.08
 
 
 def widened_set(seed: int = 0, n_images: int = 30, per_image: int = 25):
     """GT cars and detections with the short side widened by 8% plus realistic noise."""
-    rng = np.random.default_rng(seed)
-    gt, det = {}, {}
-    for i in range(n_images):
-        n = per_image
-        boxes = np.column_stack([rng.uniform(0, 1000, n), rng.uniform(0, 1000, n), rng.uniform(40, 50, n),
-                                 rng.uniform(17, 21, n), rng.uniform(-np.pi / 2, np.pi / 2, n)])
-        noisy = boxes.copy()
-        noisy[:, 3] *= WIDENING * rng.normal(1.0, 0.01, n)
-        noisy[:, 2] *= rng.normal(1.0, 0.01, n)
-        noisy[:, :2] += rng.normal(0, 0.4, (n, 2))
-        noisy[:, 4] += rng.normal(0, np.radians(0.5), n)
-        gt[f"{i:03d}"] = ImageLabels(boxes=boxes, classes=["car"] * n)
-        det[f"{i:03d}"] = ImageLabels(boxes=noisy, classes=["car"] * n, scores=rng.random(n))
-    return gt, det
+    return noisy_cars(seed, n_images, per_image, widening=WIDENING)
 
 
 def test_calibrate_recovers_the_widening():
