@@ -205,8 +205,14 @@ class EvalOptions:
     workers: int = 0  # DataLoader workers decoding validation images
 
 
-def _shard(n: int, rank: int, world_size: int) -> list[int]:
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """This rank's share of ``n`` validation items: every ``world_size``-th from ``rank``."""
     return list(range(rank, n, world_size))
+
+
+def _as_is(item):
+    """The DataLoader's collate for one unbatched item (a module function: workers may need to pickle it)."""
+    return item
 
 
 @torch.no_grad()
@@ -233,7 +239,7 @@ def validation_losses(detector, criterion, loader, device, options: EvalOptions)
 def _items(dataset, indices: list[int], workers: int):
     """``(index, image [H, W, 3] uint8, target)`` of the samples at ``indices`` (unreadable ones skipped)."""
     subset = torch.utils.data.Subset(dataset, indices)
-    loader = torch.utils.data.DataLoader(subset, batch_size=None, num_workers=workers, collate_fn=lambda x: x)
+    loader = torch.utils.data.DataLoader(subset, batch_size=None, num_workers=workers, collate_fn=_as_is)
     for index, item in zip(indices, loader):
         if item is not None:
             image, target = item
@@ -256,14 +262,15 @@ def validation_detections(detector, dataset, device, options: EvalOptions) -> li
                                   nms_iou=options.nms_iou, pre_nms_topk=options.pre_nms_topk,
                                   max_det=options.max_det_per_image)
     targets = {}
+    indices = shard_indices(len(dataset), rank, world)
 
     def items():
-        for index, image, target in _items(dataset, _shard(len(dataset), rank, world), options.workers):
+        for index, image, target in _items(dataset, indices, options.workers):
             targets[index] = target
             yield index, image
 
     out = []
-    bar = tqdm(total=len(_shard(len(dataset), rank, world)), desc="val", disable=not options.show_progress,
+    bar = tqdm(total=len(indices), desc="val", disable=not options.show_progress,
                leave=False, dynamic_ncols=True)
     with _autocast(device, options.amp_dtype):
         for result in stream(detector, items(), options.scale, infer_opts):

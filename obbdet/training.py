@@ -18,7 +18,7 @@ from obbdet.checkpoint import CheckpointError, capture_rng_state, load_checkpoin
 from obbdet.config import RunConfig, config_from_dict, config_to_dict
 from obbdet.data import DetectionDataset, ScaledTransform, StrideCollate, default_workers
 from obbdet.distributed import DistInfo, unwrap
-from obbdet.engine import EvalOptions, WidthTracker
+from obbdet.engine import EvalOptions, WidthTracker, shard_indices
 from obbdet.model.detector import build_detector
 from obbdet.model.loss import OBBCriterion
 from obbdet.optim import LRSchedule, build_optimizer
@@ -159,7 +159,7 @@ def build_loaders(cfg: RunConfig, sources: DataSources, dist: DistInfo, device: 
     # the validation loss takes this process's share of the letterboxed images; the validation mAP runs the
     # inference path over ``val_dataset`` (engine.evaluate), sharded the same way
     val_ds = torch.utils.data.Subset(DetectionDataset(sources.val, val_tf),
-                                     list(range(dist.rank, len(sources.val), dist.world_size)))
+                                     shard_indices(len(sources.val), dist.rank, dist.world_size))
     epoch_size = None if sources.quotas is not None else cfg.data.virtual_epoch_size
     sampler = VirtualEpochSampler(sources.dataset_sizes, quotas=sources.quotas, num_samples=epoch_size, seed=seed,
                                   num_replicas=dist.world_size, rank=dist.rank)
