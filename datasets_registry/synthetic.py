@@ -59,7 +59,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .synthetic_options import CAR_WIDTH_M, SCENE_KINDS, SYNTHETIC_CLASSES, SceneOptions
+from .scale import CAR_WIDTH_M
+from .synthetic_options import SCENE_KINDS, SYNTHETIC_CLASSES, SceneOptions
 from .synthetic_scene import render_scene
 from obbdet.boxes import BOX_DIM
 from obbdet.io_utils import atomic_write_bytes, atomic_write_text

@@ -91,7 +91,7 @@ def _aisle_marks(scene: Scene, lot: dict, v_mid: float, aisle: float) -> None:
 
 def _add_row(scene: Scene, lot: dict, v_low: float, row_depth: float, into: int) -> None:
     """One row of stalls: ``into`` = -1 puts the back line at ``v_low``, +1 at ``v_low + row_depth``."""
-    rng, f = scene.rng, lot["frame"]
+    f = lot["frame"]
     beta, lean = lot["beta"], lot["lean"]
     axis = np.array([lean * math.cos(beta), into * math.sin(beta)])  # from the aisle into the stall (u, v)
     v_aisle = v_low + row_depth if into < 0 else v_low

@@ -1,14 +1,13 @@
 """Options of the synthetic aerial scenes: the class names, the scene kinds and the validated options.
 
-This module owns what a caller may ask of a scene: ``SYNTHETIC_CLASSES``, ``SCENE_KINDS``, ``CAR_WIDTH_M``
-(the car width that the ``vehicle_width`` option maps to pixels), :class:`SceneOptions` with its
-validation and JSON form, and :func:`as_range` for options given as a number or a ``(low, high)`` pair.
+This module owns what a caller may ask of a scene: ``SYNTHETIC_CLASSES``, ``SCENE_KINDS``,
+:class:`SceneOptions` with its validation and JSON form (its ``vehicle_width`` is the pixel width of a car
+``datasets_registry.scale.CAR_WIDTH_M`` wide, as the registry's gsd), and :func:`as_range` for options given
+as a number or a ``(low, high)`` pair.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-
-from .scale import CAR_WIDTH_M  # the vehicle_width option is the pixel width of a car this wide (as the registry's gsd)
 
 SYNTHETIC_CLASSES = ("car", "truck", "bus", "van")
 SCENE_KINDS = ("parking", "street", "suburb", "depot", "yard")

@@ -18,7 +18,8 @@ import numpy as np
 
 from .synthetic_draw import Frame, circle_poly, hull
 from .synthetic_ground import ASPHALT, CONCRETE, LOT, PAVERS, SOIL
-from .synthetic_options import CAR_WIDTH_M, as_range
+from .scale import CAR_WIDTH_M
+from .synthetic_options import as_range
 from .synthetic_state import Scene, class_choice, inside_fraction, mark, mask_hits
 from .synthetic_vehicles import VEHICLE_DRAWERS, Vehicle, make_vehicle
 

@@ -191,7 +191,6 @@ def _zebra(scene: Scene, road: Road) -> None:
 
 def _lane_candidates(scene: Scene, road: Road, p_traffic: float, p_kerb: float) -> None:
     """Vehicles driving in every lane (right-hand traffic) and parked along the kerbs, as candidates."""
-    rng = scene.rng
     u0, u1 = road_span(scene, road)
     e_u, e_v = road.axes
     for side in (-1, 1):

@@ -17,7 +17,8 @@ import numpy as np
 
 from .synthetic_ground import make_palette, material_map
 from .synthetic_layout import LAYOUTS
-from .synthetic_options import CAR_WIDTH_M, SceneOptions, as_range
+from .scale import CAR_WIDTH_M
+from .synthetic_options import SceneOptions, as_range
 from .synthetic_placement import place_vehicles, stains_and_shadows
 from .synthetic_render import render
 from .synthetic_state import Scene

@@ -225,7 +225,7 @@ def _draw_truck(canvas: np.ndarray, v: Vehicle, ppm: float) -> None:
 def _draw_bus(canvas: np.ndarray, v: Vehicle, ppm: float) -> None:
     f = Frame(v.cx, v.cy, v.heading)
     L, W, body, glass, roof = v.length, v.width, v.body, v.extra["glass"], v.extra["roof"]
-    hl, hw = L / 2, W / 2
+    hl = L / 2
     _draw_body(canvas, f, L, W, body, 0.2 * W, 0.12 * W)
     for side in (-1, 1):  # window bands along both sides
         band = side * 0.44 * W
