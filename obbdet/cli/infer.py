@@ -83,15 +83,16 @@ def _rescale_range(text: str) -> tuple[float, float]:
 
 
 def _score(text: str):
+    """``auto`` (the checkpoint's per-class operating point) or a threshold in [0, 1]."""
     if text == "auto":
         return text
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or auto, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or auto, got {text!r}")
-    return value
+        return _SCORE_RANGE(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or auto)") from None
+
+
+_SCORE_RANGE = _bounded(float, 0.0, 1.0)
 
 
 def _depth(text: str):
