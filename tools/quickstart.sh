@@ -10,6 +10,7 @@ test_dir="runs/$run/synthetic_test"
 
 python3 -m venv .venv
 .venv/bin/pip install -q -r requirements.txt
+.venv/bin/pip install -q --no-deps -r requirements-nodeps.txt
 SECONDS=0
 if [ -f "runs/$run/last.pt" ]; then
   .venv/bin/python train.py "$run" "$seed" --resume   # continues a killed run; a finished run ends at once
