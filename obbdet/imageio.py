@@ -83,15 +83,25 @@ class DepthScaling:
 
     def to_uint8(self, image: np.ndarray) -> np.ndarray:
         """``[H, W, C]`` of any numeric dtype -> uint8 of the same shape."""
-        data = image.astype(np.float32, copy=False)
+        return self.apply(image, *self.limits(image))
+
+    def limits(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per band raw values ``(low [C], high [C])`` that map to 0 and 255 for ``image [H, W, C]`` (a window
+        reader takes them from a decimated read of the whole raster, so every window shares one mapping)."""
+        channels = image.shape[-1]
         if self.mode == "bits":
-            low, high = np.zeros(data.shape[-1], np.float32), np.full(data.shape[-1], 2.0 ** self.bits - 1)
-        elif self.mode == "range":
-            low, high = np.full(data.shape[-1], self.low), np.full(data.shape[-1], self.high)
-        else:
-            flat = data.reshape(-1, data.shape[-1])
-            step = max(1, len(flat) // 1_000_000)  # percentiles of a regular subsample: same cut, 1 M values
-            low, high = np.percentile(flat[::step], [self.low, self.high], axis=0)
+            return np.zeros(channels, np.float32), np.full(channels, 2.0 ** self.bits - 1, np.float32)
+        if self.mode == "range":
+            return np.full(channels, self.low, np.float32), np.full(channels, self.high, np.float32)
+        flat = image.reshape(-1, channels).astype(np.float32, copy=False)
+        step = max(1, len(flat) // 1_000_000)  # percentiles of a regular subsample: same cut, 1 M values
+        low, high = np.percentile(flat[::step], [self.low, self.high], axis=0)
+        return low.astype(np.float32), high.astype(np.float32)
+
+    @staticmethod
+    def apply(image: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """``image [H, W, C]`` -> uint8 with ``low``/``high`` (``[C]``) mapped to 0/255, clipped outside."""
+        data = image.astype(np.float32, copy=False)
         span = np.maximum(np.asarray(high, np.float32) - np.asarray(low, np.float32), 1e-6)
         out = (data - np.asarray(low, np.float32)) * (255.0 / span)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
