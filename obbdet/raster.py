@@ -189,7 +189,8 @@ class WindowedRaster:
                 self._indexes, window=window, out_shape=(3, out_height, out_width),
                 resampling=Resampling.nearest if exact else Resampling.average if shrink else Resampling.bilinear)
         except RasterioIOError as exc:
-            reason = str(exc).strip().splitlines()[-1][:200]
+            cause = exc.__cause__ or exc.__context__ or exc  # GDAL's own message sits in the chained error
+            reason = (str(cause).strip() or str(exc)).splitlines()[-1][:200]
             self.damaged.append((x0, y0, x1, y1, reason))
             logger.warning("%s: window x %.0f..%.0f, y %.0f..%.0f cannot be read (%s); treated as empty",
                            self.path, x0, x1, y0, y1, reason)
