@@ -216,10 +216,14 @@ def test_no_silent_cap_and_warning_when_cap_reached(caplog):
     detector = BrightRectDetector()
     det = detect_image(detector, image, options=InferenceOptions(whole=True, max_det=1500), name="dense.png")
     assert len(det) == 1200
+    tiled = detect_image(detector, image, options=InferenceOptions(tile=512, overlap=64, max_det=1000),
+                         name="dense.png")
+    assert len(tiled) == 1200  # the image cap grows with the area (2000 per megapixel): nothing lost
     with caplog.at_level(logging.WARNING, logger="obbdet.inference"):
-        capped = detect_image(detector, image, options=InferenceOptions(tile=512, overlap=64, max_det=1000),
+        capped = detect_image(detector, image, options=InferenceOptions(tile=512, overlap=64, max_det=1000,
+                                                                        max_det_per_megapixel=1000),
                               name="dense.png")
-    assert len(capped) == 1000
+    assert len(capped) == 1000  # 0.69 megapixels x 1000 < max_det: max_det applies
     assert any("dense.png" in r.getMessage() and "1000" in r.getMessage() for r in caplog.records)
     assert capped.scores.min() >= det.scores[np.argsort(-det.scores)][999] - 1e-6  # the top scores are kept
 

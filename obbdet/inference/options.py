@@ -33,7 +33,9 @@ class InferenceOptions:
     network-scale (rescaled) pixels; ignored when ``whole``. Tile offsets are multiples of the stride.
     batch: tiles per forward pass (the memory bound). score_threshold, nms_iou: passed to the detector and
     used for the cross-tile NMS. pre_nms_topk: candidate locations per class decoded per tile before NMS
-    (None: the detector's own setting). max_det: cap on detections per tile and per image (warned when reached).
+    (None: the detector's own setting). max_det: cap on detections per tile, and the smallest cap per image;
+    max_det_per_megapixel: the per-image cap grows with the image's network-scale area (the larger of the two
+    applies), so mosaics keep all their vehicles. Caps are warned when reached.
     width_scale, length_scale: factors applied to the short / long side of every final box.
     half: float16 autocast on CUDA. min_rescale, max_rescale: the rescale factors a Predictor accepts (see
     :func:`check_rescale`).
@@ -47,6 +49,7 @@ class InferenceOptions:
     nms_iou: float = DEFAULT_NMS_IOU  # infer.py and Predictor.from_checkpoint use the checkpoint's
     pre_nms_topk: int | None = None
     max_det: int = 1000
+    max_det_per_megapixel: float = 2000.0
     width_scale: float = 1.0
     length_scale: float = 1.0
     half: bool = False
@@ -68,6 +71,8 @@ class InferenceOptions:
             raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
         if self.max_det < 1:
             raise ValueError(f"max_det must be >= 1, got {self.max_det}")
+        if not 0 <= self.max_det_per_megapixel < math.inf:
+            raise ValueError(f"max_det_per_megapixel must be finite and >= 0, got {self.max_det_per_megapixel}")
         if not (0 < self.width_scale < math.inf and 0 < self.length_scale < math.inf):
             raise ValueError(f"width/length scales must be finite and > 0, got {self.width_scale}, "
                              f"{self.length_scale}")

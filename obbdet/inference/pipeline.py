@@ -7,11 +7,14 @@ Pipeline per image (boxes are ``xywha`` le90 rows ``[cx, cy, w, h, a]``, pixels,
 2. cut into overlapping tiles whose offsets lie on the network's stride grid (``obbdet.inference.tiling``) or
    keep whole; tiles are cut lazily into a ``[B, Hp, Wp, 3]`` uint8 staging buffer of ``batch`` tiles (``Hp,
    Wp`` padded to the network stride), so memory grows with the batch, not with the image; consecutive tiles
-   of several small images share a batch;
+   of several small images share a batch. A huge raster (``obbdet.raster.WindowedRaster``) is never held
+   whole: each tile is read from the file as a window, resampled to the network scale on the way;
 3. ``detector.predict`` per batch; tile detections are shifted to the rescaled image;
 4. merged across tiles (``obbdet.inference.merge``); detections centred outside the image (in the grey
-   padding that fills tiles up to the stride) dropped and counted; capped at ``max_det`` per image (with a
-   warning naming the image), mapped back to original pixels, width/length calibration factors applied.
+   padding that fills tiles up to the stride) dropped and counted; capped per image at ``max_det`` or
+   ``max_det_per_megapixel`` of network-scale area, whichever is larger (so a mosaic keeps all its vehicles;
+   a warning names the image when a cap is reached), mapped back to original pixels, width/length
+   calibration factors applied.
 
 :func:`stream` runs it over any sequence of images; ``Predictor`` and the folder runner both use it.
 Numpy does the bookkeeping; torch is only used for the forward pass and the rotated NMS.
@@ -20,11 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
+
+from obbdet.raster import WindowedRaster
 
 from obbdet.boxes import BOX_DIM, scale_xywha_sides
 from obbdet.imageio import PAD_GREY
@@ -38,15 +44,18 @@ logger = logging.getLogger(__name__)
 
 @dataclass(eq=False)  # identity semantics: jobs are dict keys
 class ImageJob:
-    """One image on its way through the pipeline (``image`` is the rescaled RGB array)."""
+    """One image on its way through the pipeline: ``image`` is the rescaled RGB array, or None for a raster read
+    window by window (``raster``, with ``factors`` mapping original to network pixels); ``size`` is the
+    rescaled ``(height, width)`` either way."""
 
     key: object
-    image: np.ndarray
+    image: np.ndarray | None
     original_size: tuple[int, int]  # (width, height)
     factors: tuple[float, float]  # (sx, sy) original -> rescaled
     tiles: list[Tile]
     input_shape: tuple[int, int]  # (Hp, Wp) padded tile shape fed to the network
     original: np.ndarray | None = None  # kept for drawing only
+    raster: WindowedRaster | None = None
     results: list = field(default_factory=list)
     tile_capped: int = 0
     failed: bool = False
@@ -56,12 +65,37 @@ class ImageJob:
     def done(self) -> bool:
         return len(self.results) == len(self.tiles)
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """Rescaled ``(height, width)``."""
+        if self.image is not None:
+            return self.image.shape[:2]
+        sx, sy = self.factors
+        return round(self.original_size[1] * sy), round(self.original_size[0] * sx)
 
-def make_job(key, image: np.ndarray, scale: float, options: InferenceOptions, stride: int,
-              keep_original: bool = False) -> ImageJob:
-    height, width = image.shape[:2]
-    rescaled, factors = resize_image(image, scale)
-    rh, rw = rescaled.shape[:2]
+    def tile_pixels(self, tile: Tile) -> np.ndarray:
+        """``[tile.height, tile.width, 3]`` uint8: the tile cut from the rescaled image, or read from the raster
+        (the tile's window in original pixels, resampled to the tile's size)."""
+        if self.image is not None:
+            return self.image[tile.y0:tile.y1, tile.x0:tile.x1]
+        sx, sy = self.factors
+        return self.raster.read(tile.x0 / sx, tile.y0 / sy, tile.x1 / sx, tile.y1 / sy, tile.width, tile.height)
+
+
+def make_job(key, image, scale: float, options: InferenceOptions, stride: int,
+             keep_original: bool = False) -> ImageJob:
+    """An :class:`ImageJob` for ``image``: an ``[H, W, 3]`` uint8 RGB array (rescaled here), or a
+    :class:`WindowedRaster` (rescaled window by window as its tiles are read; never held whole)."""
+    raster = image if isinstance(image, WindowedRaster) else None
+    if raster is not None:
+        width, height = raster.width, raster.height
+        rw, rh = (width, height) if scale == 1.0 else (max(1, round(width * scale)), max(1, round(height * scale)))
+        rescaled, factors = None, (rw / width, rh / height)  # the same sizes and factors as resize_image
+        keep_original = False
+    else:
+        height, width = image.shape[:2]
+        rescaled, factors = resize_image(image, scale)
+        rh, rw = rescaled.shape[:2]
     if options.whole:
         tiles = plan_tiles(rw, rh, None)
         input_shape = padded_shape(rh, rw, stride)
@@ -70,7 +104,7 @@ def make_job(key, image: np.ndarray, scale: float, options: InferenceOptions, st
         tiles = plan_tiles(rw, rh, tile, options.overlap, align=stride)
         input_shape = padded_shape(min(tile, rh), min(tile, rw), stride)
     return ImageJob(key, rescaled, (width, height), factors, tiles, input_shape,
-                     original=image if keep_original else None)
+                    original=image if keep_original else None, raster=raster)
 
 
 def tile_batches(jobs: Iterable, batch: int) -> Iterator[tuple[list, list]]:
@@ -126,7 +160,7 @@ def predict_batch(detector, items: list, options: InferenceOptions, device) -> N
     staging = np.full((len(items), hp, wp, 3), PAD_GREY, np.uint8)  # [B, Hp, Wp, 3]; grey right/bottom, as in training
     for b, (job, k) in enumerate(items):
         t = job.tiles[k]
-        staging[b, :t.height, :t.width] = job.image[t.y0:t.y1, t.x0:t.x1]
+        staging[b, :t.height, :t.width] = job.tile_pixels(t)
     # uint8 goes to the device (4x less traffic than float); [B, 3, Hp, Wp] float32 in [0, 1] there
     x = torch.from_numpy(staging).to(device).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
     # float16 only when asked; otherwise no autocast context of our own, so a caller's (validation in bfloat16
@@ -167,7 +201,7 @@ def finish_job(job: ImageJob, options: InferenceOptions, device, name: str) -> t
     # not in the image. Dropping by centre here, the one place every caller goes through (Predictor, infer.py,
     # training validation), guarantees that padding never yields a detection. The rescaled image's extent
     # maps exactly onto the original's (factors are new size / old size), so the test is done before the cap.
-    rescaled_h, rescaled_w = job.image.shape[:2]
+    rescaled_h, rescaled_w = job.size
     inside = inside_image(merged.boxes, rescaled_w, rescaled_h)
     job.outside = int(len(merged) - inside.sum())
     if job.outside:
@@ -177,16 +211,24 @@ def finish_job(job: ImageJob, options: InferenceOptions, device, name: str) -> t
     if job.tile_capped:
         logger.warning("%s: %d tile(s) reached the cap of %d detections per tile; raise max_det to see them all",
                        name, job.tile_capped, options.max_det)
-    if len(merged) > options.max_det:
-        logger.warning("%s: %d detections after merging, capped at max_det=%d (lowest scores dropped)",
-                       name, len(merged), options.max_det)
-        merged = merged.select(np.arange(options.max_det))
+    image_cap = image_detection_cap(rescaled_w, rescaled_h, options)
+    if len(merged) > image_cap:
+        logger.warning("%s: %d detections after merging, capped at %d (max_det %d, %g per megapixel; lowest scores "
+                       "dropped)", name, len(merged), image_cap, options.max_det, options.max_det_per_megapixel)
+        merged = merged.select(np.arange(image_cap))
         capped = True
     sx, sy = job.factors
     boxes = scale_xywha(merged.boxes, 1.0 / sx, 1.0 / sy)
     boxes = scale_xywha_sides(boxes, options.width_scale, options.length_scale)
     heading = scale_heading(merged.heading, 1.0 / sx, 1.0 / sy)
     return RawDetections(boxes, merged.scores, merged.labels, merged.tile, heading), capped
+
+
+def image_detection_cap(width: int, height: int, options: InferenceOptions) -> int:
+    """Most detections kept for one image of ``width x height`` network-scale pixels: ``max_det`` or
+    ``max_det_per_megapixel`` times its area, whichever is larger (a car at the training scale covers ~700 px²,
+    so 2000 per megapixel is above any real packing and a mosaic keeps every vehicle)."""
+    return max(options.max_det, math.ceil(options.max_det_per_megapixel * width * height / 1e6))
 
 
 def torch_out_of_memory() -> type[BaseException]:
