@@ -48,3 +48,27 @@ def test_a_mosaic_keeps_every_vehicle_past_max_det(scene):
     with WindowedRaster(path) as raster:
         dets = run(raster, 1.0, InferenceOptions(tile=512, overlap=128, max_det=100))
     assert len(dets) == len(boxes)  # 660 vehicles on 2.4 megapixels: the per-megapixel cap applies, not 100
+
+
+def test_shares_of_a_raster_merge_into_the_whole(scene):
+    """Tiles split between processes (each predicts its share, one merges) give the single-process result."""
+    from obbdet.inference.merge import RawDetections
+    from obbdet.inference.pipeline import finish_job
+    from obbdet.inference.tiling import plan_tiles
+
+    path, image, boxes = scene
+    options = InferenceOptions(tile=512, overlap=128, batch=2)
+    whole = run(image, 1.0, options)
+    parts, job = [], None
+    with WindowedRaster(path) as raster:
+        for rank in range(3):
+            n_tiles = len(plan_tiles(1800, 1320, 512, 128, align=BrightRectDetector.stride))
+            (part,) = list(stream(BrightRectDetector(), [("mosaic", raster, 1.0, range(rank, n_tiles, 3))], 1.0,
+                                  options))
+            assert part.partial and len(part.job.tiles) == n_tiles
+            parts.append(part.detections)
+            job = part.job
+    job.results = [RawDetections.concat(parts)]
+    job.share = None
+    merged, _ = finish_job(job, options, "cpu", "mosaic")
+    assert np.array_equal(merged.boxes, whole.boxes) and np.array_equal(merged.scores, whole.scores)

@@ -56,14 +56,20 @@ class ImageJob:
     input_shape: tuple[int, int]  # (Hp, Wp) padded tile shape fed to the network
     original: np.ndarray | None = None  # kept for drawing only
     raster: WindowedRaster | None = None
+    share: list[int] | None = None  # the tiles this process predicts (None: all; sharded rasters, see runner)
     results: list = field(default_factory=list)
     tile_capped: int = 0
     failed: bool = False
     outside: int = 0  # detections dropped by finish_job because their centre lay outside the image
 
     @property
+    def tile_indices(self) -> list[int]:
+        """Indices into ``tiles`` predicted here (all of them unless the job is shared between processes)."""
+        return list(range(len(self.tiles))) if self.share is None else self.share
+
+    @property
     def done(self) -> bool:
-        return len(self.results) == len(self.tiles)
+        return len(self.results) == len(self.tile_indices)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -123,7 +129,7 @@ def tile_batches(jobs: Iterable, batch: int) -> Iterator[tuple[list, list]]:
                 yield [], passthrough
                 passthrough = []
             continue
-        for k in range(len(job.tiles)):
+        for k in job.tile_indices:
             if pending and (len(pending) == batch or pending[0][0].input_shape != job.input_shape):
                 yield pending, passthrough
                 pending, passthrough = [], []
@@ -248,6 +254,7 @@ class StreamResult:
     capped: bool = False
     failure: str | None = None
     job: "ImageJob | None" = None
+    partial: bool = False  # a shared job's share: tile detections in rescaled pixels, not merged (finish_job)
 
     @property
     def outside(self) -> int:
@@ -261,7 +268,9 @@ def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *
 
     ``items`` yields ``(key, image [H, W, 3] uint8 RGB)`` pairs (or ``(key, image, scale)`` triples, whose
     ``scale`` replaces the common one for that image), or anything else (e.g. a failure record), which is
-    passed through unchanged, in order. Tiles of consecutive images share batches. An out-of-memory
+    passed through unchanged, in order. ``image`` may be a :class:`WindowedRaster` (read tile by tile). A
+    4-tuple ``(key, image, scale, share)`` predicts only the tiles whose indices ``share`` lists and yields a
+    ``partial`` result holding their raw detections, for another process to merge with :func:`finish_job`. Tiles of consecutive images share batches. An out-of-memory
     error in a forward pass fails the images of that batch (each yielded with a reason) and the stream goes on.
     """
     import torch
@@ -272,9 +281,15 @@ def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *
     def jobs():
         for item in items:
             if isinstance(item, tuple):
-                key, image, factor = item if len(item) == 3 else (*item, scale)
+                key, image, factor, share = (*item, scale, None)[:4] if len(item) == 2 else (*item, None)[:4]
                 try:
-                    yield make_job(key, image, factor, options, stride, keep_original)
+                    job = make_job(key, image, factor, options, stride, keep_original)
+                    if share is not None:
+                        job.share = sorted(int(k) for k in share)
+                        if not job.share:  # nothing of this image predicted here
+                            yield StreamResult(key, RawDetections.empty(), job=job, partial=True)
+                            continue
+                    yield job
                 except (MemoryError, cv2.error) as exc:  # rescaling a huge image
                     yield StreamResult(key, None, failure=f"cannot rescale by {factor:.4g}: {type(exc).__name__} "
                                                           f"{exc}"[:300])
@@ -300,6 +315,8 @@ def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *
                 torch.cuda.empty_cache()
             continue
         for job in batch_jobs:
-            if job.done:
+            if job.done and job.share is not None:
+                yield StreamResult(job.key, RawDetections.concat(job.results), job=job, partial=True)
+            elif job.done:
                 dets, capped = finish_job(job, options, device, str(job.key))
                 yield StreamResult(job.key, dets, capped, job=job)
