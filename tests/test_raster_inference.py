@@ -52,8 +52,7 @@ def test_a_mosaic_keeps_every_vehicle_past_max_det(scene):
 
 def test_shares_of_a_raster_merge_into_the_whole(scene):
     """Tiles split between processes (each predicts its share, one merges) give the single-process result."""
-    from obbdet.inference.merge import RawDetections
-    from obbdet.inference.pipeline import finish_job
+    from obbdet.inference.pipeline import finish_shared_job
     from obbdet.inference.tiling import plan_tiles
 
     path, image, boxes = scene
@@ -68,7 +67,5 @@ def test_shares_of_a_raster_merge_into_the_whole(scene):
             assert part.partial and len(part.job.tiles) == n_tiles
             parts.append(part.detections)
             job = part.job
-    job.results = [RawDetections.concat(parts)]
-    job.share = None
-    merged, _ = finish_job(job, options, "cpu", "mosaic")
+    merged, _ = finish_shared_job(job, parts[::-1], options, "cpu", "mosaic")
     assert np.array_equal(merged.boxes, whole.boxes) and np.array_equal(merged.scores, whole.scores)

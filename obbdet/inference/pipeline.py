@@ -230,6 +230,17 @@ def finish_job(job: ImageJob, options: InferenceOptions, device, name: str) -> t
     return RawDetections(boxes, merged.scores, merged.labels, merged.tile, heading), capped
 
 
+def finish_shared_job(job: ImageJob, shares, options: InferenceOptions, device, name: str
+                      ) -> tuple[RawDetections, bool]:
+    """:func:`finish_job` for a job whose tiles were predicted in several processes: ``shares`` are the
+    ``partial`` results' detections (any order); rows are put back in tile order, the order one process
+    predicts them in, so the merged result is the single-process one."""
+    raw = RawDetections.concat(list(shares))
+    job.results = [raw.select(np.argsort(raw.tile, kind="stable"))]
+    job.share = None
+    return finish_job(job, options, device, name)
+
+
 def image_detection_cap(width: int, height: int, options: InferenceOptions) -> int:
     """Most detections kept for one image of ``width x height`` network-scale pixels: ``max_det`` or
     ``max_det_per_megapixel`` times its area, whichever is larger (a car at the training scale covers ~700 px²,
