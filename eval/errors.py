@@ -8,6 +8,7 @@ the exit code the CLI returns. Recoverable oddities are not errors: they are col
 from __future__ import annotations
 
 import logging
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +70,18 @@ class WarningLog:
 
     def __bool__(self) -> bool:
         return bool(self._messages)
+
+
+def run_cli(parser, run, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` with the argparse ``parser`` and return ``run(args)``'s exit code: argparse's for
+    ``--help`` (0) and usage errors (2, message already printed); an :class:`EvalInputError` is printed as
+    ``error: ...`` on stderr and its exit code returned."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return run(args)
+    except EvalInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .ap import AP_METHODS
 from .errors import (
-    EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog,
+    EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog, run_cli,
 )
 from .loading import parse_image_size, parse_renames
 from .rules import COMPAT_MODES
@@ -288,16 +288,7 @@ def _save(result, folder: Path, text: str, no_plot: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see ``--help``)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), message already printed
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        return _run(args)
-    except EvalInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_cli(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":

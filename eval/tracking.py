@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EXIT_CODES_HELP, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog
+from .errors import EXIT_CODES_HELP, EXIT_OK, EXIT_OUTPUT, EvalInputError, WarningLog, run_cli
 from .loading import parse_renames
 from .pascalvoc import _check_savepath, _prepare_output, argument_type
 from .tracking_angles import AngleFigures, angle_figures
@@ -175,16 +175,7 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see ``--help``)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), message already printed
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    try:
-        return _run(args)
-    except EvalInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_cli(build_parser(), _run, argv)
 
 
 if __name__ == "__main__":
