@@ -30,6 +30,7 @@ LAYERS = [  # (pattern, layer): the first match decides
     ("obbdet.datasets_registry*", 1), ("obbdet.eval*", 1), ("obbdet.augment", 1), ("obbdet.visualize", 1),
     ("obbdet.data", 1), ("obbdet.model*", 1), ("obbdet.config", 1), ("obbdet.checkpoint", 1),
     ("obbdet.optim", 1), ("obbdet.distributed", 1), ("obbdet.calibration", 1),
+    ("obbdet.tracking*", 1),  # the tracker: numpy, scipy and the core only
     ("obbdet.tools*", 3),
     ("obbdet.*", 2),
 ]
