@@ -230,8 +230,9 @@ def find_image(stem: str, folders: Sequence) -> Path | None:
     return None
 
 
-def discover_images(folder, exclude: Sequence = ()) -> list[Path]:
-    """Image files (jpg/jpeg/png/tif/tiff/bmp, any case) under ``folder``, recursively, sorted by relative path.
+def discover_images(folder, exclude: Sequence = (), extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """Image files (jpg/jpeg/png/tif/tiff/bmp, any case; or other ``extensions``, e.g. videos) under ``folder``,
+    recursively, sorted by relative path.
 
     Symlinked folders are followed once (cycles are cut); folders in ``exclude`` (e.g. an output folder inside
     the input) are skipped. Entries that are not regular files (broken links, FIFOs) are listed too, so they are
@@ -249,6 +250,6 @@ def discover_images(folder, exclude: Sequence = ()) -> list[Path]:
         seen_dirs.add(real)
         dirnames[:] = sorted(d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in excluded)
         for name in filenames:
-            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+            if os.path.splitext(name)[1].lower() in extensions:
                 found.append(Path(dirpath) / name)
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())

@@ -1,10 +1,12 @@
-"""Detect vehicles in a folder of (huge) aerial images with a trained obbdet checkpoint.
+"""Detect vehicles in (huge) aerial images and videos with a trained obbdet checkpoint.
 
-    python infer.py <folder> <vehicle_width> <ckpt> obb|aabb [--out DIR] [--tile 768 --overlap 128 | --whole]
-                    [--batch N] [--score 0.05] [--width-scale F] [--draw] [--device cpu|cuda] [--half]
+    python infer.py <folder|video> <vehicle_width> <ckpt> obb|aabb [--out DIR] [--tile 768 --overlap 128 | --whole]
+                    [--batch N] [--score 0.05] [--width-scale F] [--every N --start S --end E] [--draw]
+                    [--device cpu|cuda] [--half]
 
-Writes one obb_json per image (same relative path and stem) under ``<folder>_det/`` unless ``--out`` is given.
-The same detections come from ``obbdet.Predictor`` in Python; see ``obbdet/inference/`` for the pipeline.
+Writes one obb_json per image (same relative path and stem) and per video frame (``<video stem>/<frame:06d>``)
+under ``<input>_det/`` unless ``--out`` is given. The same detections come from ``obbdet.Predictor`` in Python;
+see ``obbdet/inference/`` for the pipeline.
 """
 from __future__ import annotations
 
@@ -23,14 +25,21 @@ obb mode: objects {class, cx, cy, length, width, angle (degrees), score} (+ head
   model predicts the vehicle's front).
 aabb mode: each detection's axis-aligned hull, written in the same obb_json layout with angle 0 (-90 when
   taller than wide, as length is the long side) plus "bbox": [x_min, y_min, x_max, y_max].
---draw writes an overlay of each image's detections to <out>/overlays/<same relative path>.jpg, showing those
-  above the checkpoint's per-class operating point (all of them when it stores none).
+videos (.mp4, .avi, .mov, .mkv; the input itself or files in the input folder, beside images or not): each
+  frame gives <out>/<same relative folder>/<video stem>/<frame:06d>.json with "image": "<video stem>/<frame:06d>",
+  the frame being its 0-based number on the video's timeline. --every N --start S --end E take frames S, S+N,
+  S+2N, ... below E (default: all). A frame that cannot be decoded is listed with its number and reason, and
+  the video goes on.
+--draw writes an overlay of each image's detections to <out>/overlays/<same relative path>.jpg (of a video's:
+  <out>/overlays/<video stem>.mp4), showing those above the checkpoint's per-class operating point (all of
+  them when it stores none).
 --rescale-range LOW,HIGH bounds the rescale factor (default 0.05,8): a vehicle width asking for more or less
   is refused before any image is decoded, naming the size and memory the largest image would take.
 --out must lie outside the input folder (results never mix with the images they came from).
 detections whose centre lies outside the image (in the padding of a tile) are dropped and counted.
-exit codes: 0 every image processed; 1 some images failed (each listed with its reason, the others were
-  processed); 2 nothing was run (bad arguments, unusable checkpoint, unwritable output folder, no images).
+exit codes: 0 every image and frame processed; 1 some images, videos or frames failed (each listed with its
+  reason, the others were processed); 2 nothing was run (bad arguments, unusable checkpoint, unwritable output
+  folder, no images or videos).
 """
 
 
@@ -117,7 +126,9 @@ def _bands(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(description=__doc__.split("\n\n")[0], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("folder", type=Path, help="folder of images (searched recursively: jpg, png, tif, bmp)")
+    p.add_argument("folder", type=Path, metavar="input",
+                   help="folder of images and/or videos (searched recursively: jpg, png, tif, bmp; mp4, avi, mov, "
+                        "mkv), or one video file")
     p.add_argument("vehicle_width", type=_vehicle_width, help="car width in image pixels, or -1 (see below)")
     p.add_argument("checkpoint", type=Path, help="obbdet checkpoint (.pt)")
     p.add_argument("mode", choices=("obb", "aabb"), help="oriented or axis-aligned output boxes")
@@ -151,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the first three; one band is shown as grey)")
     p.add_argument("--rescale-range", type=_rescale_range, default=None, metavar="LOW,HIGH",
                    help="rescale factors accepted (default 0.05,8); see below")
+    p.add_argument("--every", type=_bounded(int, 1, 10 ** 9), default=None,
+                   help="video frames: take every N-th frame (default 1)")
+    p.add_argument("--start", type=_bounded(int, 0, 10 ** 9), default=None,
+                   help="video frames: first frame number taken (0-based, default 0)")
+    p.add_argument("--end", type=_bounded(int, 1, 10 ** 9), default=None,
+                   help="video frames: frame number to stop before (default: the end of the video)")
     p.add_argument("--draw", action="store_true", help="also write overlays of the detections")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
@@ -167,6 +184,7 @@ def main(argv=None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from obbdet import inference
+    from obbdet.inference.sequences import run_prepared
 
     if args.threads > 0:
         import torch
@@ -180,17 +198,16 @@ def main(argv=None) -> int:
             tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
             nms_iou=args.nms_iou, pre_nms_topk=args.pre_nms_topk, max_det=args.max_det,
             width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema,
-            depth=args.depth, bands=args.bands, **rescale_range)
+            depth=args.depth, bands=args.bands, every=args.every, start=args.start, end=args.end, **rescale_range)
     except inference.InferenceSetupError as exc:
         print(f"infer.py: error: {exc}", file=sys.stderr)
         return inference.EXIT_SETUP_ERROR
     print(run.describe())
     with logging_redirect_tqdm():
-        summary = inference.run_inference(run.predictor, run.images, run.folder, run.out_dir, scale=run.scale,
-                                          mode=args.mode, draw=args.draw, progress=not args.quiet)
+        summary = run_prepared(run, mode=args.mode, draw=args.draw, progress=not args.quiet)
     print(summary.format())
     print(f"detections written to {run.out_dir}")
-    return inference.EXIT_IMAGE_FAILURES if summary.failures else inference.EXIT_OK
+    return inference.EXIT_IMAGE_FAILURES if summary.failed else inference.EXIT_OK
 
 
 if __name__ == "__main__":

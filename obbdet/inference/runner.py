@@ -1,8 +1,9 @@
 """Folder runs: ``infer.py``'s loop over a Predictor, writing one obb_json per image.
 
-Everything that can fail before any image is touched is checked first (:func:`prepare_run`); then images are
-read in a background thread (:func:`read_images`), detected by :meth:`Predictor.stream` and written
-atomically (:func:`run_inference`). A failing image is listed with its reason and the run goes on.
+Everything that can fail before any image is touched is checked first (:func:`prepare_run`, which also finds
+the videos of the input: ``obbdet.inference.sequences`` runs those); then images are read in a background
+thread (:func:`read_images`), detected by :meth:`Predictor.stream` and written atomically
+(:func:`run_inference`). A failing image is listed with its reason and the run goes on.
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from obbdet.formats import IMAGE_EXTENSIONS, OVERLAY_DIR, write_obb_json
 from obbdet.imageio import ImageReadError, discover_images, image_size, read_image_rgb
 from obbdet.io_utils import remove_stale_temporaries
+from obbdet.video import VIDEO_EXTENSIONS, FrameFailure, check_selection, video_info
 from obbdet.inference.options import ImageFailure, InferenceSetupError, RescaleRangeError
 from obbdet.inference.pipeline import detector_device
 from obbdet.inference.predictor import Detections, Predictor, load_detector
@@ -29,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class InferenceSummary:
-    """Totals of one run. ``seconds`` is wall time over all images (reading, predicting, writing)."""
+    """Totals of one run. ``seconds`` is wall time over all images and frames (reading, predicting, writing),
+    ``frame_seconds`` the part of it spent on video frames. ``failures``: images, and videos that could not
+    be opened; ``frame_failures``: single video frames that could not be decoded or processed."""
 
     images: int = 0
     detections: int = 0
@@ -38,25 +42,56 @@ class InferenceSummary:
     failures: list[ImageFailure] = field(default_factory=list)
     capped: list[str] = field(default_factory=list)
     outside: int = 0  # detections centred outside their image (tile padding), dropped
+    videos: int = 0
+    frames: int = 0
+    frame_seconds: float = 0.0
+    frame_failures: list[FrameFailure] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else 0.0
+        seconds = self.seconds - self.frame_seconds
+        return self.images / seconds if seconds > 0 else 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.frame_seconds if self.frame_seconds > 0 else 0.0
 
     @property
     def seconds_per_megapixel(self) -> float:
         return self.seconds / self.megapixels if self.megapixels > 0 else 0.0
 
+    @property
+    def failed(self) -> bool:
+        """Whether anything failed (infer.py then exits with EXIT_IMAGE_FAILURES)."""
+        return bool(self.failures or self.frame_failures)
+
+    def add(self, other: "InferenceSummary") -> "InferenceSummary":
+        """Add ``other``'s totals to this summary (returns it)."""
+        for name in ("images", "detections", "megapixels", "seconds", "outside", "videos", "frames",
+                     "frame_seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("failures", "capped", "frame_failures"):
+            getattr(self, name).extend(getattr(other, name))
+        return self
+
     def format(self) -> str:
-        lines = [f"images: {self.images} processed, {len(self.failures)} failed",
-                 f"detections: {self.detections}"
-                 + (f" ({len(self.capped)} image(s) reached the detection cap)" if self.capped else "")
-                 + (f"; {self.outside} centred outside their image dropped" if self.outside else ""),
-                 f"speed: {self.images_per_second:.2f} images/s, {1000 * self.seconds_per_megapixel:.0f} ms per "
-                 f"megapixel ({self.megapixels:.1f} MP in {self.seconds:.1f} s)"]
+        lines = [f"images: {self.images} processed, {len(self.failures)} failed"]
+        if self.videos or self.frames or self.frame_failures:
+            lines.append(f"video frames: {self.frames} processed, {len(self.frame_failures)} failed "
+                         f"({self.videos} video(s))")
+        lines += [f"detections: {self.detections}"
+                  + (f" ({len(self.capped)} image(s) reached the detection cap)" if self.capped else "")
+                  + (f"; {self.outside} centred outside their image dropped" if self.outside else ""),
+                  f"speed: {self.images_per_second:.2f} images/s, "
+                  + (f"{self.frames_per_second:.2f} frames/s, " if self.frames else "")
+                  + f"{1000 * self.seconds_per_megapixel:.0f} ms per megapixel ({self.megapixels:.1f} MP in "
+                  f"{self.seconds:.1f} s)"]
         if self.failures:
             lines.append("failures:")
             lines.extend(f"  {failure}" for failure in self.failures)
+        if self.frame_failures:
+            lines.append("frame failures:")
+            lines.extend(f"  {failure}" for failure in self.frame_failures)
         return "\n".join(lines)
 
 
@@ -87,6 +122,29 @@ def check_output_dir(out_dir) -> Path:
     return out_dir
 
 
+_END = object()
+
+
+def read_ahead(items: Iterable) -> Iterator:
+    """The items of ``items``, the next one produced in a background thread while the caller works on the
+    current one (image and video decoders release the GIL). An exception raised producing an item is raised
+    here, in the caller; a generator ``items`` is closed when the caller stops early."""
+    iterator = iter(items)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obbdet-read") as pool:
+            future = pool.submit(next, iterator, _END)
+            while True:
+                item = future.result()
+                if item is _END:
+                    return
+                future = pool.submit(next, iterator, _END)
+                yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
 def read_images(paths: Sequence[Path], read=read_image_rgb) -> Iterator:
     """Yield ``(path, image [H, W, 3] uint8 RGB)`` per readable image (``read(path)``), or an
     :class:`ImageFailure`, decoding the next image in a background thread while the current one is predicted
@@ -98,12 +156,7 @@ def read_images(paths: Sequence[Path], read=read_image_rgb) -> Iterator:
         except ImageReadError as exc:
             return ImageFailure(str(path), exc.reason)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="obbdet-read") as pool:
-        future = pool.submit(load, paths[0]) if paths else None
-        for i in range(len(paths)):
-            result = future.result()
-            future = pool.submit(load, paths[i + 1]) if i + 1 < len(paths) else None
-            yield result
+    return read_ahead(load(path) for path in paths)
 
 
 def overlay_path(target: Path, out_dir: Path) -> Path:
@@ -179,7 +232,10 @@ def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *
 
 @dataclass
 class PreparedRun:
-    """A validated run: the predictor, the images, where outputs go and how images are rescaled."""
+    """A validated run: the predictor, the images and videos (paths under ``folder``; a video given alone has
+    its folder there), where outputs go, how images are rescaled, which frames are taken (``selection``:
+    ``(every, start, end)``, for videos and, with ``track``, for folders of frames) and whether tracks are
+    followed."""
 
     predictor: Predictor
     folder: Path
@@ -188,6 +244,9 @@ class PreparedRun:
     scale: float
     vehicle_width: float
     device: str
+    videos: list[Path] = field(default_factory=list)
+    selection: tuple[int, int, int | None] = (1, 0, None)
+    track: bool = False
 
     def describe(self) -> str:
         p, o = self.predictor, self.predictor.options
@@ -204,7 +263,13 @@ class PreparedRun:
         topk = "the model's" if o.pre_nms_topk is None else str(o.pre_nms_topk)
         score = (f"score >= the checkpoint's per-class operating point (lowest {o.score_threshold:.3g})"
                  if p.score_auto else f"score >= {o.score_threshold:g}")
-        return (f"{len(self.images)} image(s) under {self.folder} -> {self.out_dir}\n"
+        every, start, end = self.selection
+        frames = "" if (every, start, end) == (1, 0, None) else \
+            f"; frames {start}..{'end' if end is None else end - 1} every {every}"
+        sequences = " (each folder of images one tracked sequence)" if self.track and self.images else ""
+        videos = f" and {len(self.videos)} video(s)" if self.videos else ""
+        return (f"{len(self.images)} image(s){sequences}{videos} under {self.folder} -> {self.out_dir}{frames}"
+                f"{'; tracking' if self.track else ''}\n"
                 f"{rescale}; {how}; device {self.device}{' (float16)' if o.half else ''}\n"
                 f"{score}, NMS IoU {o.nms_iou:g}, {topk} candidates per class before NMS, "
                 f"max {o.max_det} detections/image, "
@@ -212,13 +277,18 @@ class PreparedRun:
                 f"length scale {o.length_scale:g} ({sources.get('length', 'default')})")
 
 
-def largest_image(images: Sequence[Path]) -> tuple[int, int] | None:
-    """``(width, height)`` of the image with the most pixels, from the file headers (nothing decoded); files
-    whose header cannot be read are skipped (they fail, with their reason, when the run reads them)."""
+def largest_image(images: Sequence[Path], videos: Sequence[Path] = ()) -> tuple[int, int] | None:
+    """``(width, height)`` of the image or video frame with the most pixels, from the file headers (nothing
+    decoded); files whose header cannot be read are skipped (they fail, with their reason, when the run reads
+    them)."""
     best, best_pixels = None, -1
-    for path in images:
+    for path in [*images, *videos]:
         try:
-            width, height = image_size(path)
+            if path in videos:
+                info = video_info(path)
+                width, height = info.width, info.height
+            else:
+                width, height = image_size(path)
         except Exception:  # noqa: BLE001 - any unreadable header: the read during the run gives the reason
             continue
         if width * height > best_pixels:
@@ -241,33 +311,66 @@ def check_output_location(folder: Path, out_dir: Path) -> None:
                                   f"folder outside it (default: {Path(source).name}_det beside it)")
 
 
-def prepare_run(folder, vehicle_width: float, checkpoint, *, out_dir=None, device: str | None = None,
-                detector_loader=load_detector, **options) -> PreparedRun:
+def find_inputs(source: Path) -> tuple[Path, list[Path], list[Path]]:
+    """``(folder, images, videos)`` of an input: a video file (its folder, no images, the video) or a folder
+    searched recursively; raises :class:`InferenceSetupError` for anything else or a folder with neither."""
+    if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
+        return source.parent, [], [source]
+    if not source.is_dir():
+        kind = "not a folder or a video file (" + ", ".join(VIDEO_EXTENSIONS) + ")" if source.exists() \
+            else "not found"
+        raise InferenceSetupError(f"input {source} {kind}")
+    images = discover_images(source)
+    videos = discover_images(source, extensions=VIDEO_EXTENSIONS)
+    if not images and not videos:
+        raise InferenceSetupError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
+                                  f"({', '.join(VIDEO_EXTENSIONS)}) found under {source}")
+    return source, images, videos
+
+
+def check_frame_selection(every, start, end, *, videos: bool, track: bool) -> tuple[int, int, int | None]:
+    """``(every, start, end)`` with defaults for None; raises :class:`InferenceSetupError` when they are set but
+    nothing is a sequence (no videos, no --track) or do not select frames."""
+    if (every, start, end) != (None, None, None) and not videos and not track:
+        raise InferenceSetupError("--every/--start/--end select frames of videos, and of folders of images with "
+                                  "--track; this input has no videos")
+    selection = (1 if every is None else every, 0 if start is None else start, end)
+    try:
+        check_selection(*selection)
+    except ValueError as exc:
+        raise InferenceSetupError(str(exc)) from None
+    return selection
+
+
+def prepare_run(source, vehicle_width: float, checkpoint, *, out_dir=None, device: str | None = None,
+                detector_loader=load_detector, every: int | None = None, start: int | None = None,
+                end: int | None = None, track: bool = False, **options) -> PreparedRun:
     """Validate everything before any image is processed; raises :class:`InferenceSetupError` (one line).
 
-    Checks, in order: the input folder, the output folder's place (not the input folder, not inside it), the
-    input's images, the options (``**options``: the keyword options of :meth:`Predictor.from_checkpoint`),
+    ``source``: a folder of images and/or videos, or one video file. ``every``, ``start``, ``end``: the
+    frames taken of videos (and, with ``track``, of folders of images; see ``obbdet.video.frame_selected``).
+    Checks, in order: the input, the output folder's place (not the input folder, not inside it), the
+    input's images and videos, the frame selection, the options (``**options``: the keyword options of
+    :meth:`Predictor.from_checkpoint`),
     the device, the checkpoint (an obbdet checkpoint with a training vehicle width unless
     ``vehicle_width == -1``), the rescale factor (within the options' range; the largest image's size, read
     from its header, is named when it is refused), and that the output folder (default ``<folder>_det``) can
     be created and written. Temporary files that killed writes left in the output folder are then removed
     (logged with their number).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InferenceSetupError(f"input folder {folder} not found or not a folder")
-    resolved = folder.resolve()
-    out_dir = Path(out_dir) if out_dir is not None else resolved.parent / f"{resolved.name}_det"
-    check_output_location(folder, out_dir)
-    images = discover_images(folder)
-    if not images:
-        raise InferenceSetupError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}")
+    source = Path(source)
+    folder, images, videos = find_inputs(source)
+    resolved = source.resolve()
+    out_dir = Path(out_dir) if out_dir is not None else resolved.parent / f"{resolved.stem}_det"
+    if source.is_dir():
+        check_output_location(folder, out_dir)
+    selection = check_frame_selection(every, start, end, videos=bool(videos), track=track)
     predictor = Predictor.from_checkpoint(checkpoint, device, detector_loader=detector_loader, **options)
     try:
         try:
             scale = predictor.scale_for(vehicle_width)
         except RescaleRangeError:  # refused: say what the biggest image would have become (headers only)
-            scale = predictor.scale_for(vehicle_width, largest_image(images))
+            scale = predictor.scale_for(vehicle_width, largest_image(images, videos))
     except RescaleRangeError as exc:
         raise InferenceSetupError(f"vehicle_width {vehicle_width:g}: {exc}") from None
     except ValueError as exc:
@@ -277,4 +380,4 @@ def prepare_run(folder, vehicle_width: float, checkpoint, *, out_dir=None, devic
     if removed:
         logger.info("removed %d temporary file(s) left in %s by an interrupted earlier run", removed, out_dir)
     return PreparedRun(predictor, folder, images, out_dir, scale, vehicle_width,
-                       str(detector_device(predictor.detector)))
+                       str(detector_device(predictor.detector)), videos, selection, track)
