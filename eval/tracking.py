@@ -88,10 +88,12 @@ def _classes_of(sequences: list[Sequence]) -> list[str]:
     return sorted(names)
 
 
-def evaluate_tracking(sequences: list[Sequence], classes: list[str] | None = None) -> TrackingResult:
+def evaluate_tracking(sequences: list[Sequence], classes: list[str] | None = None,
+                      progress: bool = False) -> TrackingResult:
     """Tracking metrics and angle figures of ``sequences`` (``eval.tracking_data.load_sequences``).
 
     classes: the classes evaluated, in this order (default: every class in ground truth or detections, sorted).
+    progress: a progress bar over the sequences (on a terminal).
     """
     from .tracking_report import COMBINED
 
@@ -99,6 +101,10 @@ def evaluate_tracking(sequences: list[Sequence], classes: list[str] | None = Non
     classes = classes or _classes_of(sequences)
     raw, per_sequence, angles, frames = {}, {}, {}, {}
     total = AngleFigures()
+    if progress:
+        from tqdm import tqdm
+
+        sequences = tqdm(sequences, desc="evaluating sequences", unit="sequence", disable=None, leave=False)
     for seq in sequences:
         per_class = {cls: class_data(seq, cls) for cls in classes}
         raw[seq.name] = evaluate_classes(per_class, metrics)
@@ -114,7 +120,7 @@ def evaluate_tracking(sequences: list[Sequence], classes: list[str] | None = Non
                 "class_averaged": summary(combine_classes(by_class, metrics, class_averaged=True)),
                 "classes": {cls: summary(res) for cls, res in by_class.items()}}
     angles[COMBINED] = total.as_dict()
-    return TrackingResult([s.name for s in sequences], classes, per_sequence, combined, angles, frames)
+    return TrackingResult(list(per_sequence), classes, per_sequence, combined, angles, frames)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +154,11 @@ def _run(args) -> int:
     sequences = load_sequences(args.gtfolder, args.detfolder, warnings=warnings, common_frames=args.common_frames,
                                renames=args.rename)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    result = evaluate_tracking(sequences, classes)
+    absent = [c for c in classes or [] if c not in _classes_of(sequences)]
+    if absent:
+        warnings.add("absent-classes", f"--classes: {', '.join(absent)} found in neither ground truth nor "
+                     f"detections (evaluated as empty)")
+    result = evaluate_tracking(sequences, classes, progress=True)
     result.warnings = warnings.lines()
     for line in result.warnings:
         print(f"warning: {line}", file=sys.stderr)

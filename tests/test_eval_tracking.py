@@ -410,3 +410,13 @@ def test_cli_end_to_end(tmp_path):
     assert data["angles"]["seq000"]["angle_jitter"]["median_deg"] == pytest.approx(math.sqrt(80 / 81))
     assert (out / "results.txt").read_text().startswith("Frames evaluated: seq000 10; seq001 10")
     assert (out / "tracking.png").stat().st_size > 0
+
+
+def test_cli_classes_and_strict(tmp_path, capsys):
+    _simple(tmp_path, range(6))
+    code = main(["-gt", str(tmp_path / "gt"), "-det", str(tmp_path / "det"), "--classes", "car,bus", "-q"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith("SUMMARY: HOTA 100.0000 MOTA 100.0000 IDF1 100.0000 IDSW 0")
+    assert "--classes: bus found in neither ground truth nor detections" in err
+    code = main(["-gt", str(tmp_path / "gt"), "-det", str(tmp_path / "det"), "--classes", "car,bus", "--strict"])
+    assert code == EXIT_BAD_INPUT and "because of --strict" in capsys.readouterr().err
