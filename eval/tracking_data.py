@@ -67,11 +67,12 @@ class Sequence:
     left_out: int = 0  # ground-truth frames without a detection file left out by common_frames
 
 
-def _bad(path: Path, index: int, reason: str, obj) -> EvalInputError:
-    return EvalInputError(f"{path}: object {index}: {reason} (got {obj!r})", EXIT_BAD_INPUT)
+def _bad(path: Path, index: int, reason: str, value) -> EvalInputError:
+    got = "missing" if value is None else f"got {value!r}"
+    return EvalInputError(f"{path}: object {index}: {reason} ({got})", EXIT_BAD_INPUT)
 
 
-def frame_objects(labels: ImageLabels, path: Path) -> FrameObjects:
+def frame_objects(labels: ImageLabels, path: Path, detections: bool = False) -> FrameObjects:
     """The tracking view of one file's labels; track ids, speed and parked checked (errors name ``path``)."""
     n = len(labels)
     extras = labels.extras or [{} for _ in range(n)]
@@ -83,7 +84,8 @@ def frame_objects(labels: ImageLabels, path: Path) -> FrameObjects:
         extra = extras[i]
         tid = extra.get("track_id")
         if type(tid) is not int or tid < 1:
-            raise _bad(path, int(i), "needs an integer track_id >= 1", tid)
+            hint = "; track detections first with python -m obbdet.tracking" if detections else ""
+            raise _bad(path, int(i), f"needs an integer track_id >= 1{hint}", tid)
         track_ids[k] = tid
         value = extra.get("speed")
         if value is not None:
@@ -118,7 +120,7 @@ def _read_frames(folder: Path, detections: bool, warnings: WarningLog, renames: 
         labels = rename_classes(labels, renames)
     frames = {}
     for key, item in labels.items():
-        frames[_frame_number(key, sources[key])] = frame_objects(item, sources[key])
+        frames[_frame_number(key, sources[key])] = frame_objects(item, sources[key], detections)
     return frames
 
 

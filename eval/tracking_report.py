@@ -27,7 +27,9 @@ def _metric_rows(rows: list[tuple[str, dict]]) -> list[str]:
         "".join(f" {h:>7}" for _, h in COUNT_COLUMNS)
     lines = [header]
     for name, figures in rows:
-        lines.append(f"{name:<{width}}" + "".join(f" {_pct(figures[k], 7)}" for k, _ in METRIC_COLUMNS)
+        empty = figures["GT"] == 0 and figures["Det"] == 0  # nothing to score: '-' rather than TrackEval's zeros
+        lines.append(f"{name:<{width}}" + "".join(f" {_pct(None if empty else figures[k], 7)}"
+                                                  for k, _ in METRIC_COLUMNS)
                      + "".join(f" {figures[k]:>7}" for k, _ in COUNT_COLUMNS))
     return lines
 
