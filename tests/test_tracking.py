@@ -89,19 +89,27 @@ def test_near_square_box_turning_keeps_its_id_and_a_smooth_angle():
     assert np.abs(np.degrees(_wrap(angles - headings, math.pi / 2))).max() < 6
 
 
-def test_vehicle_lost_under_a_bridge_keeps_its_id_further_along():
+@pytest.mark.parametrize("slow_down", [False, True])
+def test_vehicle_lost_under_a_bridge_keeps_its_id_further_along(slow_down):
+    """Hidden for 42 frames (< max_age 60); with ``slow_down`` it brakes to half speed while hidden and reappears
+    ~80 px behind the prediction, no overlap with it: matched by the gated centre distance."""
+    rng = np.random.default_rng(7)
     frames = []
-    hidden = range(20, 42)  # 22 frames < max_age 30
+    hidden = range(20, 62)
     parked = _box(260, 230, 40, 18, 0.0)
-    for f in range(70):
+    speed = np.where((np.arange(90) >= 20) & slow_down, 2.0, 4.0)
+    along = np.cumsum(speed) - speed[0]
+    for f in range(90):
         boxes = [parked]
         if f not in hidden:
-            boxes.append(_box(100 + 4.0 * f, 200 + 1.0 * f, 40, 18, math.atan2(1.0, 4.0)))
-        frames.append((f, np.array(boxes), [0.9] * len(boxes), [0] * len(boxes)))
+            boxes.append(_box(100 + along[f], 200 + along[f] / 4, 40, 18, math.atan2(1.0, 4.0)))
+        boxes = np.array(boxes)
+        boxes[:, :2] += rng.normal(0, 0.5, boxes[:, :2].shape)
+        frames.append((f, boxes, [0.9] * len(boxes), [0] * len(boxes)))
     outs = _run(Tracker(), frames)
     moving = _track_of(outs, det_row=1)
-    before = {item[0] for f, item in enumerate(moving) if f < 20}
-    after = {item[0] for f, item in enumerate(moving) if f >= 42}
+    before = {item and item[0] for f, item in enumerate(moving) if f < 20}
+    after = {item and item[0] for f, item in enumerate(moving) if f >= 62}
     assert before == after and len(before) == 1
     assert all(len(out) == 1 for f, out in enumerate(outs) if f in hidden)  # hidden: not output, not removed
     parked_ids = {item[0] for item in _track_of(outs, det_row=0)}

@@ -38,7 +38,7 @@ class TrackerOptions:
             frames; tracks started on a sequence's first frame are confirmed at once. 3.
         max_age: a confirmed track without detections is kept (predicted) for this many frames, then removed;
             while lost it is re-matched by IoU with its predicted box or by centre distance inside the gate
-            (a vehicle under a bridge or trees). 30.
+            (a vehicle under a bridge or trees; 2 s at 30 fps). 60.
 
     Kalman filter (standard deviations; ``length`` is the box's long side in pixels):
         position_std: measured centre, times length. 0.05.
@@ -72,7 +72,7 @@ class TrackerOptions:
     mahalanobis_gate: float = 9.21
     square_ratio: float = 0.85
     min_hits: int = 3
-    max_age: int = 30
+    max_age: int = 60
     position_std: float = 0.05
     size_std: float = 0.05
     angle_std_deg: float = 3.0

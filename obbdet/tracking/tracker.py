@@ -93,10 +93,10 @@ class _Tracks:
 
 def _check_inputs(boxes, scores, labels, headings):
     boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, BOX_DIM)  # an empty frame may come as [] or [0, k]
     if boxes.ndim != 2 or boxes.shape[1] != BOX_DIM:
-        boxes = boxes.reshape(-1, BOX_DIM) if boxes.size == 0 else boxes
-        if boxes.ndim != 2 or boxes.shape[1] != BOX_DIM:
-            raise ValueError(f"Tracker.update: boxes must be [N, {BOX_DIM}], got {boxes.shape}")
+        raise ValueError(f"Tracker.update: boxes must be [N, {BOX_DIM}], got {boxes.shape}")
     n = len(boxes)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
