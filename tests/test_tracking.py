@@ -184,6 +184,13 @@ def test_low_score_detections_extend_tracks_but_never_start_them():
     assert ids == {1}
     out = tracker.update(_box(124, 100, 40, 18, 0)[None], [0.05], [0], frame=12)  # below low_score: dropped
     assert len(out) == 0
+    # nor do they confirm a tentative track
+    tracker = Tracker()
+    tracker.update(np.zeros((0, 5)), [], [], frame=0)
+    tracker.update(_box(100, 100, 40, 18, 0)[None], [0.9], [0], frame=1)
+    for f in (2, 3, 4):
+        assert len(tracker.update(_box(100, 100, 40, 18, 0)[None], [0.3], [0], frame=f)) == 0
+    assert len(tracker.tracks) == 0
 
 
 def test_class_consistency_and_optional_class_switch():
@@ -369,3 +376,28 @@ def test_cli_on_folders_of_obb_json(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "obbdet.tracking", str(det), "--out", str(det / "inside")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "inside" in proc.stderr
+
+
+def test_gated_sparse_candidates_find_every_overlapping_pair_a_dense_search_finds():
+    from obbdet.iou import box_iou_rotated
+    from obbdet.tracking.association import gated_pairs, pair_costs
+
+    rng = np.random.default_rng(8)
+    tracks = normalize_xywha(np.column_stack([rng.uniform(0, 600, 300), rng.uniform(0, 600, 300),
+                                              rng.uniform(30, 50, 300), rng.uniform(12, 20, 300),
+                                              rng.uniform(-3, 3, 300)]))
+    dets = tracks[rng.permutation(300)[:250]].copy()
+    dets[:, :2] += rng.normal(0, 6, (250, 2))
+    dets = np.concatenate([dets, normalize_xywha(np.column_stack([rng.uniform(0, 600, (50, 2)),
+                                                                  rng.uniform(10, 60, (50, 2)),
+                                                                  rng.uniform(-3, 3, 50)]))])
+    radius = tracks[:, 2] * 1.5
+    ti, di, dist = gated_pairs(tracks[:, :2], radius, dets[:, :2])
+    labels_t, labels_d = np.zeros(300, np.int64), np.zeros(300, np.int64)
+    ti, di, cost = pair_costs(tracks, labels_t, dets, labels_d, ti, di, dist, min_iou=0.05,
+                              distance_ok=np.zeros(300, bool), centre_weight=0.05, class_switch_cost=None)
+    dense = box_iou_rotated(tracks, dets)
+    centre = np.hypot(*(tracks[:, None, :2] - dets[None, :, :2]).transpose(2, 0, 1))
+    expect = np.argwhere((dense >= 0.05) & (centre <= radius[:, None]))
+    assert sorted(zip(ti.tolist(), di.tolist())) == sorted(map(tuple, expect.tolist()))
+    np.testing.assert_allclose(cost, 1 - dense[ti, di] + 0.05 * centre[ti, di] / radius[ti], atol=1e-12)

@@ -13,8 +13,8 @@ class TrackerOptions:
 
     Scores (ByteTrack's two stages):
         high_score: detections at or above it are matched first, against every track. 0.5.
-        low_score: detections in ``[low_score, high_score)`` are matched second, to the tracks left over; they
-            extend tracks but never start one; lower scores are dropped. 0.1.
+        low_score: detections in ``[low_score, high_score)`` are matched second, to the confirmed tracks left
+            over; they extend tracks but never start or confirm one; lower scores are dropped. 0.1.
         new_track_score: an unmatched high-score detection at or above it starts a tentative track. 0.6.
 
     Association:

@@ -8,7 +8,7 @@ One :meth:`Tracker.update` per frame (frame numbers may skip: the filter predict
    Hungarian assignment on ``1 - IoU`` plus a small centre-distance term, within a motion gate and within a
    class; lost tracks may also match by centre distance alone inside their gate (the prediction drifted while
    the vehicle was hidden);
-3. low-score detections (``[low_score, high_score)``) are matched by IoU to the tracks left over;
+3. low-score detections (``[low_score, high_score)``) are matched by IoU to the confirmed tracks left over;
 4. matched tracks are corrected; tentative tracks that miss a frame are dropped; confirmed tracks without a
    detection for more than ``max_age`` frames are removed; tentative tracks with ``min_hits`` consecutive
    matches are confirmed and get the next id;
@@ -153,18 +153,18 @@ class Tracker:
         high = np.flatnonzero(scores >= o.high_score)
         low = np.flatnonzero((scores >= o.low_score) & (scores < o.high_score))
         lost = t.confirmed & (t.missed > dt)
-        self._match(high, boxes, labels, o.match_iou, lost, matched_det)
-        self._match(low, boxes, labels, o.low_match_iou, np.zeros(len(t), bool), matched_det)
+        self._match(high, boxes, labels, o.match_iou, lost, matched_det, np.ones(len(t), bool))
+        self._match(low, boxes, labels, o.low_match_iou, np.zeros(len(t), bool), matched_det, t.confirmed)
         self._correct(matched_det, boxes, labels, headings)
         self._start_tracks(matched_det, boxes, labels, scores, headings, first)
         return self._output(scores)
 
     # -- steps ---------------------------------------------------------------------------------------
 
-    def _match(self, dets: np.ndarray, boxes, labels, min_iou: float, distance_ok, matched_det) -> None:
-        """Match detections ``dets`` (indices) to the tracks not matched yet; fills ``matched_det``."""
+    def _match(self, dets: np.ndarray, boxes, labels, min_iou: float, distance_ok, matched_det, eligible) -> None:
+        """Match detections ``dets`` (indices) to the ``eligible`` tracks not matched yet; fills ``matched_det``."""
         o, t = self.options, self.tracks
-        free = np.flatnonzero(matched_det < 0)
+        free = np.flatnonzero((matched_det < 0) & eligible)
         if not len(dets) or not len(free):
             return
         x = t.x[free]
