@@ -401,3 +401,16 @@ def test_gated_sparse_candidates_find_every_overlapping_pair_a_dense_search_find
     expect = np.argwhere((dense >= 0.05) & (centre <= radius[:, None]))
     assert sorted(zip(ti.tolist(), di.tolist())) == sorted(map(tuple, expect.tolist()))
     np.testing.assert_allclose(cost, 1 - dense[ti, di] + 0.05 * centre[ti, di] / radius[ti], atol=1e-12)
+
+
+def test_cli_tracks_ground_truth_without_scores(tmp_path, caplog):
+    from obbdet.tracking.__main__ import main
+
+    frames = [(f, ImageLabels(boxes=labels.boxes, classes=labels.classes)) for f, labels in _sequence(8, gap_frame=3)]
+    _write_sequence(tmp_path / "gt", frames)
+    assert main([str(tmp_path / "gt"), "--out", str(tmp_path / "as_det")]) == 1  # detections need scores
+    assert "000000.json: object #0: detection needs a numeric 'score'" in caplog.text and "--kind gt" in caplog.text
+    assert main([str(tmp_path / "gt"), "--out", str(tmp_path / "out"), "--kind", "gt"]) == 0
+    tracks = read_tracks_csv(tmp_path / "out" / "tracks.csv")
+    assert sorted(tracks) == [0, 1, 2, 4, 5, 6, 7] and all(len(t) == 2 for t in tracks.values())
+    assert np.all(np.concatenate([t.scores for t in tracks.values()]) == 1.0)

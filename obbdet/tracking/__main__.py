@@ -130,7 +130,8 @@ def run(args) -> int:
             csv_path = (args.csv or args.out / "tracks.csv") if single else args.out / f"{name}.tracks.csv"
             skipped += track_folder(frames, out_dir, csv_path, args.kind == "det", options, bar)
     if skipped:
-        logger.error("%d malformed file(s) skipped (named above)", skipped)
+        hint = " (ground truth without scores: --kind gt)" if args.kind == "det" else ""
+        logger.error("%d malformed file(s) skipped (named above)%s", skipped, hint)
         return 1
     return 0
 
