@@ -18,6 +18,7 @@ from obbdet import inference
 from obbdet.cli import infer as infer_cli
 from obbdet.formats import read_obb_json
 from obbdet.iou import box_iou_rotated
+from obbdet.tracking import read_tracks_csv
 from obbdet.video import (FrameFailure, VideoReadError, VideoWriter, frame_folder, frame_selected,
                           iter_video_frames, video_encoder, video_info)
 from tests.infer_support import BrightRectDetector, render_rects, write_good
@@ -29,8 +30,9 @@ STEP = 8  # grey levels per unit: far apart under lossy compression, and all dar
 
 
 def scene_boxes(frame: int) -> np.ndarray:
-    """Two vehicles driving right and down: ``[2, 5]`` le90 xywha at ``frame``."""
-    return np.array([[60.0 + 5 * frame, 60.0, 40.0, 16.0, 0.3], [150.0, 50.0 + 4 * frame, 36.0, 16.0, -1.2]])
+    """Two vehicles driving right (5 px/frame) and down (4 px/frame): ``[2, 5]`` le90 xywha at ``frame``; large
+    enough for BrightRectDetector scores (0.6+) that start tracks."""
+    return np.array([[60.0 + 5 * frame, 60.0, 44.0, 18.0, 0.3], [150.0, 50.0 + 4 * frame, 42.0, 18.0, -1.2]])
 
 
 def render_frame(frame: int, size=(257, 191)) -> np.ndarray:
@@ -258,3 +260,56 @@ def test_cli_selection_needs_videos_and_bad_input_is_refused(tmp_path, checkpoin
     assert infer(notes, 16, checkpoint, "obb") == 2
     assert "not a folder or a video file" in capsys.readouterr().err
     assert math.isfinite(video_info(video).fps)
+
+
+# ---------------------------------------------------------------------------------------------------
+# --track
+# ---------------------------------------------------------------------------------------------------
+
+def check_tracks(frames: dict, speeds=(5.0, 4.0)) -> None:
+    """Each vehicle keeps one track id over ``frames`` (``{frame: ImageLabels}``); at the end its speed (px per
+    source frame) and heading (along its motion: +x for the first, +y for the second) are right."""
+    ids = []
+    for frame, labels in sorted(frames.items()):
+        order = box_iou_rotated(scene_boxes(frame), labels.boxes).argmax(axis=1)
+        ids.append(tuple(labels.extras[k]["track_id"] for k in order))
+    assert len(set(ids)) == 1 and len(set(ids[0])) == 2, ids
+    last, labels = max(frames.items())
+    order = box_iou_rotated(scene_boxes(last), labels.boxes).argmax(axis=1)
+    np.testing.assert_allclose([labels.extras[k]["speed"] for k in order], speeds, rtol=0.2)
+    motion = np.array([0.0, math.pi / 2])  # the heading is the end of the long side that points along the motion
+    assert np.all(np.cos(labels.heading[order] - motion) > 0.8), labels.heading[order]
+
+
+def test_cli_track_video_writes_ids_headings_speeds_and_csv(tmp_path, checkpoint, capsys):
+    video = make_video(tmp_path / "road.mp4", 14)
+    assert infer(video, 16, checkpoint, "obb", "--track", "--draw", "--every", "2", "--out", tmp_path / "out") == 0
+    out = tmp_path / "out"
+    frames = {n: read_obb_json(out / "road" / f"{n:06d}.json", detections=True) for n in range(0, 14, 2)}
+    assert sorted(p.name for p in (out / "road").iterdir()) == [f"{n:06d}.json" for n in range(0, 14, 2)]
+    doc = json.loads((out / "road" / "000012.json").read_text())
+    assert {"track_id", "speed", "heading"} <= set(doc["objects"][0])  # heading in degrees in the file
+    check_tracks(frames)  # every 2nd frame: speeds stay per source frame
+    tracks = read_tracks_csv(out / "road.tracks.csv")
+    assert sorted(tracks) == list(range(0, 14, 2))
+    for n, labels in tracks.items():
+        assert sorted(e["track_id"] for e in labels.extras) == sorted(e["track_id"] for e in frames[n].extras)
+    assert video_info(out / "overlays" / "road.mp4").frames == 7
+
+
+def test_cli_track_frame_folder_in_natural_order(tmp_path, checkpoint):
+    folder = tmp_path / "frames" / "seq"
+    for k in range(12):  # f1 .. f12: a plain name sort would put f10, f11, f12 after f1
+        write_good(folder / f"f{k + 1}.png", scene_boxes(k), size=(257, 191))
+    assert infer(tmp_path / "frames", 16, checkpoint, "obb", "--track", "--start", "1") == 0
+    out = tmp_path / "frames_det"
+    frames = {k: read_obb_json(out / "seq" / f"f{k + 1}.json", detections=True) for k in range(1, 12)}
+    assert not (out / "seq" / "f1.json").exists()  # position 0, before --start
+    check_tracks(frames)
+    assert sorted(read_tracks_csv(out / "seq.tracks.csv")) == list(range(1, 12))
+
+
+def test_cli_track_refuses_aabb(tmp_path, checkpoint, capsys):
+    with pytest.raises(SystemExit):
+        infer(make_video(tmp_path / "v.mp4", 2), 16, checkpoint, "aabb", "--track")
+    assert "use obb mode" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Detect vehicles in (huge) aerial images and videos with a trained obbdet checkpoint.
 
     python infer.py <folder|video> <vehicle_width> <ckpt> obb|aabb [--out DIR] [--tile 768 --overlap 128 | --whole]
-                    [--batch N] [--score 0.05] [--width-scale F] [--every N --start S --end E] [--draw]
+                    [--batch N] [--score 0.05] [--width-scale F] [--every N --start S --end E] [--track] [--draw]
                     [--device cpu|cuda] [--half]
 
 Writes one obb_json per image (same relative path and stem) and per video frame (``<video stem>/<frame:06d>``)
@@ -30,6 +30,12 @@ videos (.mp4, .avi, .mov, .mkv; the input itself or files in the input folder, b
   the frame being its 0-based number on the video's timeline. --every N --start S --end E take frames S, S+N,
   S+2N, ... below E (default: all). A frame that cannot be decoded is listed with its number and reason, and
   the video goes on.
+--track: each video, and each folder of images (frames in natural name order; frame number = the integer stem
+  when every stem is an integer, else the position), is one sequence whose detections are tracked
+  (obbdet.tracking, default options): each per-frame file then holds the tracks matched in that frame
+  (filtered boxes with track_id, heading in degrees and speed in px per source frame), and
+  <out>/<same relative folder>/<video or folder name>.tracks.csv the tracks (MOT-style rows, see the README).
+  --every/--start/--end then also select the frames of image folders. obb mode only.
 --draw writes an overlay of each image's detections to <out>/overlays/<same relative path>.jpg (of a video's:
   <out>/overlays/<video stem>.mp4), showing those above the checkpoint's per-class operating point (all of
   them when it stores none).
@@ -168,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video frames: first frame number taken (0-based, default 0)")
     p.add_argument("--end", type=_bounded(int, 1, 10 ** 9), default=None,
                    help="video frames: frame number to stop before (default: the end of the video)")
+    p.add_argument("--track", action="store_true",
+                   help="follow vehicles across the frames of each video / folder of images (see below)")
     p.add_argument("--draw", action="store_true", help="also write overlays of the detections")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
@@ -179,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.track and args.mode == "aabb":
+        parser.error("--track follows oriented boxes: use obb mode")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -198,7 +209,8 @@ def main(argv=None) -> int:
             tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
             nms_iou=args.nms_iou, pre_nms_topk=args.pre_nms_topk, max_det=args.max_det,
             width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema,
-            depth=args.depth, bands=args.bands, every=args.every, start=args.start, end=args.end, **rescale_range)
+            depth=args.depth, bands=args.bands, every=args.every, start=args.start, end=args.end, track=args.track,
+            **rescale_range)
     except inference.InferenceSetupError as exc:
         print(f"infer.py: error: {exc}", file=sys.stderr)
         return inference.EXIT_SETUP_ERROR
