@@ -10,26 +10,23 @@
   does not store it), size, codec.
 - :class:`VideoWriter` encodes RGB frames (H.264 when this PyAV build has an encoder for it, else MPEG-4 Part 2)
   into a temporary file renamed onto the target on a clean close (``obbdet.io_utils.atomic_output``).
-- :func:`frame_folder` orders the images of a folder as a sequence (natural sort; frame numbers from the stems).
 
-Frame selection (``every``, ``start``, ``end``) is the same everywhere (:func:`frame_selected`): the frames
-``n`` with ``start <= n < end`` and ``(n - start) % every == 0``.
+Frame selection (``every``, ``start``, ``end``) is the same for videos and ordered frame folders
+(``obbdet.frames``): :func:`frame_selected` takes the frames ``n`` with ``start <= n < end`` and
+``(n - start) % every == 0``.
 """
 from __future__ import annotations
 
 import bisect
 import logging
-import os
-import re
 from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
-from obbdet.formats import IMAGE_EXTENSIONS
 from obbdet.io_utils import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -122,12 +119,10 @@ def video_info(path) -> VideoInfo:
     path = Path(path)
     container, stream = _open(path)
     try:
-        rate = _rate(stream)
-        if rate is None:
-            raise VideoReadError(path, "the video stream has no frame rate")
-        frames, exact = _expected_frames(container, stream, _Timeline(path, stream))
+        timeline = _Timeline(path, stream)
+        frames, exact = _expected_frames(container, stream, timeline)
         ctx = stream.codec_context
-        return VideoInfo(float(rate), frames, int(ctx.width), int(ctx.height), str(ctx.name), not exact)
+        return VideoInfo(float(timeline.rate), frames, int(ctx.width), int(ctx.height), str(ctx.name), not exact)
     finally:
         container.close()
 
@@ -139,7 +134,7 @@ class _Timeline:
         rate = _rate(stream)
         if rate is None or stream.time_base is None:
             raise VideoReadError(path, "the video stream has no frame rate or time base")
-        self.path, self.step = path, Fraction(stream.time_base) * rate  # frames per timestamp tick
+        self.path, self.rate, self.step = path, rate, Fraction(stream.time_base) * rate  # step: frames per tick
         self.origin = stream.start_time or 0
         self.last = -1
         self.warned = False
@@ -416,31 +411,3 @@ class VideoWriter:
         stack, self._stack = self._stack, None
         if stack is not None:
             stack.__exit__(*(exc_info or (RuntimeError, RuntimeError("aborted"), None)))
-
-
-# ---------------------------------------------------------------------------------------------------
-# Ordered frame folders
-# ---------------------------------------------------------------------------------------------------
-
-def natural_key(name: str) -> tuple:
-    """Sort key putting ``frame2`` before ``frame10`` (digit runs compare as numbers)."""
-    return tuple((0, int(part), part) if part.isascii() and part.isdigit() else (1, 0, part.lower())
-                 for part in re.split(r"(\d+)", name) if part)
-
-
-def frame_folder(folder, paths: Sequence | None = None) -> list[tuple[int, Path]]:
-    """The images of one folder (or ``paths``, images of one sequence) as ``[(frame_number, path)]`` in natural
-    order of their names; the frame number is the integer stem when every stem is an integer (``000017.jpg``
-    -> 17), else the position (0-based). Two files with the same integer stem raise ValueError naming both."""
-    if paths is None:
-        folder = Path(folder)
-        paths = [folder / name for name in os.listdir(folder)
-                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS]
-    ordered = sorted((Path(p) for p in paths), key=lambda p: natural_key(p.name))
-    if ordered and all(re.fullmatch(r"[0-9]+", p.stem) for p in ordered):
-        numbers = [int(p.stem) for p in ordered]
-        for a, b, n in zip(ordered, ordered[1:], numbers[1:]):
-            if int(a.stem) == n:
-                raise ValueError(f"{a} and {b}: two images of frame {n} in one sequence")
-        return list(zip(numbers, ordered))
-    return list(enumerate(ordered))

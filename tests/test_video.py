@@ -17,9 +17,10 @@ import pytest
 from obbdet import inference
 from obbdet.cli import infer as infer_cli
 from obbdet.formats import read_obb_json
+from obbdet.frames import frame_folder
 from obbdet.iou import box_iou_rotated
 from obbdet.tracking import read_tracks_csv
-from obbdet.video import (FrameFailure, VideoReadError, VideoWriter, frame_folder, frame_selected,
+from obbdet.video import (FrameFailure, VideoReadError, VideoWriter, frame_selected,
                           iter_video_frames, video_encoder, video_info)
 from tests.infer_support import BrightRectDetector, render_rects, write_good
 

@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from obbdet.formats import OVERLAY_DIR, write_obb_json
+from obbdet.frames import frame_folder
 from obbdet.imageio import ImageReadError, read_image_rgb, write_image_rgb
 from obbdet.inference.options import ImageFailure
 from obbdet.inference.predictor import Detections, Predictor, class_thresholds
@@ -35,7 +36,7 @@ from obbdet.inference.runner import (InferenceSummary, PreparedRun, output_paths
 from obbdet.io_utils import atomic_output
 from obbdet.structures import ImageLabels
 from obbdet.tracking import TrackerOptions, track_sequence, tracks_csv_rows
-from obbdet.video import (FrameFailure, VideoReadError, VideoWriter, frame_folder, frame_selected,
+from obbdet.video import (FrameFailure, VideoReadError, VideoWriter, frame_selected,
                           iter_video_frames, video_info)
 
 logger = logging.getLogger(__name__)
