@@ -228,6 +228,8 @@ def _decode(path: Path, every: int, start: int, end: int | None, seek: bool) -> 
         seek = seek and _seek(container, stream, timeline, start)
         intra_only = bool(stream.codec_context.codec.intra_only)
         pending: list[int] = []  # selected frames whose packet went in and whose frame has not come out yet
+        refused: dict[int, str] = {}  # of those, the ones whose packet the decoder refused, and why
+        lost = "the decoder returned no frame for this packet"
         first = True
 
         def frames_out(frames) -> Iterator:
@@ -237,8 +239,9 @@ def _decode(path: Path, every: int, start: int, end: int | None, seek: bool) -> 
                 if first and seek and number > start:
                     raise _SeekOvershot()
                 first = False
-                while pending and pending[0] < number:  # frames come out in presentation order
-                    yield FrameFailure(str(path), pending.pop(0), "the decoder returned no frame for this packet")
+                while pending and pending[0] < number:  # frames come out in presentation order: reported there
+                    n = pending.pop(0)
+                    yield FrameFailure(str(path), n, refused.pop(n, lost))
                 if pending and pending[0] == number:
                     pending.pop(0)
                 if not frame_selected(number, every, start, end):
@@ -264,13 +267,12 @@ def _decode(path: Path, every: int, start: int, end: int | None, seek: bool) -> 
             try:
                 frames = packet.decode()
             except (av.error.FFmpegError, OSError) as exc:
-                if n in pending:
-                    pending.remove(n)
-                    yield FrameFailure(str(path), n, f"cannot decode: {_reason(exc)}")
+                if n in pending:  # reported in presentation order, once the frames before it are out
+                    refused[n] = f"cannot decode: {_reason(exc)}"
                 continue
             yield from frames_out(frames)
         for n in pending:
-            yield FrameFailure(str(path), n, "the decoder returned no frame for this packet")
+            yield FrameFailure(str(path), n, refused.pop(n, lost))
         seen = max(timeline.last, last_packet)
         expected, exact = _expected_frames(container, stream, timeline)
         limit = expected if exact else expected - 1  # an estimate from the duration may be one frame long

@@ -156,6 +156,14 @@ def test_corrupt_frame_is_reported_and_the_rest_decodes(tmp_path):
     assert numbers(iter_video_frames(damaged, every=2, start=1)) == [1, 3, 5, 7, 9]
 
 
+def test_corrupt_frame_of_h264_with_reordered_frames_keeps_the_order(tmp_path):
+    damaged = damage_packet(make_video(tmp_path / "src" / "clip.mp4", 20), 8)  # B-frames: decode order != display
+    decoded = list(iter_video_frames(damaged))
+    failed = [item for item in decoded if isinstance(item, FrameFailure)]
+    assert failed and "cannot decode" in failed[0].reason
+    assert numbers(decoded) == list(range(20))  # each frame once, in display order, decoded or failed
+
+
 def test_truncated_container_reports_the_missing_frames(tmp_path):
     path = make_video(tmp_path / "clip.avi", 10, codec="mjpeg")
     with av.open(str(path)) as container:
