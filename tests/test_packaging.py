@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ["obbdet-train", "obbdet-infer", "obbdet-eval", "obbdet-registry", "obbdet-draw", "obbdet-convert",
            "obbdet-miou", "obbdet-errors", "obbdet-stats", "obbdet-lr-finder", "obbdet-synthetic",
-           "obbdet-calibrate", "obbdet-eval-tracking", "obbdet-track"]
+           "obbdet-calibrate", "obbdet-eval-tracking", "obbdet-track", "obbdet-export"]
 
 pytestmark = pytest.mark.slow
 

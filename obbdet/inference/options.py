@@ -37,8 +37,9 @@ class InferenceOptions:
     max_det_per_megapixel: the per-image cap grows with the image's network-scale area (the larger of the two
     applies), so mosaics keep all their vehicles. Caps are warned when reached.
     width_scale, length_scale: factors applied to the short / long side of every final box.
-    half: float16 autocast on CUDA. min_rescale, max_rescale: the rescale factors a Predictor accepts (see
-    :func:`check_rescale`).
+    half: float16 autocast on CUDA. bfloat16: bfloat16 autocast (CPU or CUDA). channels_last: images handed to the
+    detector in NHWC memory format (for a detector converted to it). min_rescale, max_rescale: the rescale factors
+    a Predictor accepts (see :func:`check_rescale`).
     """
 
     tile: int = 768
@@ -53,6 +54,8 @@ class InferenceOptions:
     width_scale: float = 1.0
     length_scale: float = 1.0
     half: bool = False
+    bfloat16: bool = False
+    channels_last: bool = False
     border_margin: float = BORDER_MARGIN_PX
     min_rescale: float = DEFAULT_RESCALE_RANGE[0]
     max_rescale: float = DEFAULT_RESCALE_RANGE[1]
@@ -63,6 +66,8 @@ class InferenceOptions:
                 raise ValueError(f"tile must be at least 32 px, got {self.tile}")
             if not 0 <= self.overlap < self.tile:
                 raise ValueError(f"overlap must be in [0, tile), got {self.overlap} with tile {self.tile}")
+        if self.half and self.bfloat16:
+            raise ValueError("half (float16) and bfloat16 exclude each other")
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if self.pre_nms_topk is not None and self.pre_nms_topk < 1:

@@ -167,11 +167,14 @@ def predict_batch(detector, items: list, options: InferenceOptions, device) -> N
     for b, (job, k) in enumerate(items):
         t = job.tiles[k]
         staging[b, :t.height, :t.width] = job.tile_pixels(t)
-    # uint8 goes to the device (4x less traffic than float); [B, 3, Hp, Wp] float32 in [0, 1] there
-    x = torch.from_numpy(staging).to(device).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
-    # float16 only when asked; otherwise no autocast context of our own, so a caller's (validation in bfloat16
-    # during training) stays in force: autocast(enabled=False) would switch it off.
-    autocast = torch.autocast(device_type=device.type, dtype=torch.float16) if options.half \
+    # uint8 goes to the device (4x less traffic than float); [B, 3, Hp, Wp] float32 in [0, 1] there (NHWC in
+    # memory for a channels_last detector: the staging buffer's own layout)
+    layout = torch.channels_last if options.channels_last else torch.contiguous_format
+    x = torch.from_numpy(staging).to(device).permute(0, 3, 1, 2).contiguous(memory_format=layout).float().div_(255.0)
+    # float16 / bfloat16 only when asked; otherwise no autocast context of our own, so a caller's (validation in
+    # bfloat16 during training) stays in force: autocast(enabled=False) would switch it off.
+    dtype = torch.float16 if options.half else torch.bfloat16 if options.bfloat16 else None
+    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None \
         else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         outputs = detector.predict(x, score_threshold=options.score_threshold, max_det_per_image=options.max_det,

@@ -145,30 +145,50 @@ class AnchorGenerator:
         """Anchors ``[A, 4]`` float32 xyxy for an ``height x width`` input (cached)."""
         return self.anchors(height, width, device).boxes
 
+    def traced_anchors_xyxy(self, height, width) -> torch.Tensor:
+        """Anchors ``[A, 4]`` float32 xyxy of an ``height x width`` input, built from torch operations only, so
+        that an exported graph (``torch.onnx.export`` tracing, where ``height`` and ``width`` are traced sizes)
+        generates them for every input size. Same anchors as :meth:`anchors_xyxy` for sides that are multiples
+        of the stride (the only sizes the network accepts): level ``l``'s grid is then exactly ``side / 2**l``."""
+        boxes = []
+        for level in range(self.min_level, self.max_level + 1):
+            step = 2 ** level
+            boxes.append(_grid_boxes(height // step, width // step, step, step, self._half_sizes(step, step),
+                                     torch.float32))
+        return torch.cat(boxes)
+
+    def _half_sizes(self, stride_x: float, stride_y: float) -> tuple[tuple[float, float], ...]:
+        """``(half_x, half_y)`` of each anchor shape of a cell (octave outer, aspect inner)."""
+        half_sizes = []
+        for octave in range(self.num_scales):
+            base = self.anchor_scale * 2 ** (octave / self.num_scales)
+            for ax, ay in self.aspect_ratios:
+                half_sizes.append((base * stride_x * ax / 2, base * stride_y * ay / 2))
+        return tuple(half_sizes)
+
     def _layout(self, height: int, width: int) -> tuple[LevelLayout, ...]:
         levels, offset = [], 0
         for (fh, fw) in self.feature_sizes(height, width):
             stride_x, stride_y = width / fw, height / fh
-            half_sizes = []
-            for octave in range(self.num_scales):
-                base = self.anchor_scale * 2 ** (octave / self.num_scales)
-                for ax, ay in self.aspect_ratios:
-                    half_sizes.append((base * stride_x * ax / 2, base * stride_y * ay / 2))
-            levels.append(LevelLayout(offset, fh, fw, stride_x, stride_y, tuple(half_sizes)))
+            half_sizes = self._half_sizes(stride_x, stride_y)
+            levels.append(LevelLayout(offset, fh, fw, stride_x, stride_y, half_sizes))
             offset += fh * fw * len(half_sizes)
         return tuple(levels)
 
 
+def _grid_boxes(height, width, stride_x: float, stride_y: float, half_sizes, dtype) -> torch.Tensor:
+    """Anchors ``[height * width * k, 4]`` xyxy of one level: cells in row-major order, ``k`` shapes per cell."""
+    ys = (torch.arange(height, dtype=dtype) + 0.5) * stride_y
+    xs = (torch.arange(width, dtype=dtype) + 0.5) * stride_x
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")  # (fh, fw)
+    half = torch.tensor(half_sizes, dtype=dtype)  # (k, 2)
+    centres = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2)  # (fh*fw, 1, 2)
+    return torch.cat([centres - half, centres + half], dim=-1).reshape(-1, 4)  # (fh*fw*k, 4)
+
+
 def _layout_boxes(levels: tuple[LevelLayout, ...]) -> torch.Tensor:
-    boxes = []
-    for lv in levels:
-        ys = (torch.arange(lv.height, dtype=torch.float64) + 0.5) * lv.stride_y
-        xs = (torch.arange(lv.width, dtype=torch.float64) + 0.5) * lv.stride_x
-        cy, cx = torch.meshgrid(ys, xs, indexing="ij")  # (fh, fw)
-        half = torch.tensor(lv.half_sizes, dtype=torch.float64)  # (k, 2)
-        centres = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2)  # (fh*fw, 1, 2)
-        boxes.append(torch.cat([centres - half, centres + half], dim=-1).reshape(-1, 4))  # (fh*fw*k, 4)
-    return torch.cat(boxes).float()
+    return torch.cat([_grid_boxes(lv.height, lv.width, lv.stride_x, lv.stride_y, lv.half_sizes, torch.float64)
+                      for lv in levels]).float()
 
 
 def _ranges(low: torch.Tensor, high: torch.Tensor, stride: float, half: float, size: int):

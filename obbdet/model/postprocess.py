@@ -51,43 +51,93 @@ class PostProcessor:
         return [self._one_image(outputs, b, anchors_xyxy, score_threshold, nms_iou, max_det, topk)
                 for b in range(outputs["cls_logits"].shape[0])]
 
+    def _keep(self, top_scores: torch.Tensor, score_threshold: float, num_locations: int, pre_nms_topk: int):
+        """Which of the per-class top candidates ``top_scores [k, C]`` (descending along k) pass the threshold:
+        (mask [k, C], labels [k, C]). Warns (once) when the cap ``k < num_locations`` cut candidates above it."""
+        k, num_classes = top_scores.shape
+        if k < num_locations and bool((top_scores[-1] > score_threshold).any()) and not self._warned_topk:
+            logger.warning("pre_nms_topk=%d per class cut candidates scoring above %.3g; raise train.pre_nms_topk "
+                           "(infer.py --pre-nms-topk) for denser scenes", pre_nms_topk, score_threshold)
+            self._warned_topk = True
+        labels = torch.arange(num_classes, device=top_scores.device).expand(k, num_classes)
+        return top_scores > score_threshold, labels
+
     def _candidates(self, cls_logits: torch.Tensor, score_threshold: float, pre_nms_topk: int):
         """The best ``pre_nms_topk`` locations of each class above the threshold (per class, so that a frequent
         class cannot crowd a rare one out), each with its best anchor shape for that class:
         (scores [K], anchor index [K], labels [K])."""
         num_anchors, num_classes = cls_logits.shape
-        scores = cls_logits.float().sigmoid()  # (A, C)
         shapes = self.anchors_per_location
         if shapes < 1 or num_anchors % shapes:
             raise ValueError(f"{num_anchors} anchors are not whole locations of {shapes} anchor shapes")
-        best_shape = None
-        if shapes > 1:
-            scores, best_shape = scores.view(-1, shapes, num_classes).max(dim=1)  # (A / shapes, C)
-        num_locations = scores.shape[0]
-        k = min(pre_nms_topk, num_locations)
-        top_scores, top_idx = scores.topk(k, dim=0, sorted=True)  # (k, C)
-        if best_shape is not None:
-            top_idx = top_idx * shapes + best_shape.gather(0, top_idx)
-        if k < num_locations and bool((top_scores[-1] > score_threshold).any()) and not self._warned_topk:
-            logger.warning("pre_nms_topk=%d per class cut candidates scoring above %.3g; raise train.pre_nms_topk "
-                           "(infer.py --pre-nms-topk) for denser scenes", pre_nms_topk, score_threshold)
-            self._warned_topk = True
-        labels = torch.arange(num_classes, device=scores.device).expand(k, num_classes)
-        keep = top_scores > score_threshold
-        return top_scores[keep], top_idx[keep], labels[keep]
+        num_locations = num_anchors // shapes
+        top_scores, top_idx = top_candidates(cls_logits[None], shapes, min(pre_nms_topk, num_locations))
+        keep, labels = self._keep(top_scores[0], score_threshold, num_locations, pre_nms_topk)
+        return top_scores[0][keep], top_idx[0][keep], labels[keep]
 
     def _one_image(self, outputs, b, anchors_xyxy, score_threshold, nms_iou, max_det, pre_nms_topk) -> dict:
-        from obbdet.nms import batched_nms_rotated
-
         scores, anchor_idx, labels = self._candidates(outputs["cls_logits"][b], score_threshold, pre_nms_topk)
-        boxes = decode_xywha(outputs["box_deltas"][b, anchor_idx], outputs["angle_vec"][b, anchor_idx],
-                             anchors_xyxy[anchor_idx])
-        result = {"boxes": boxes.reshape(-1, BOX_DIM), "scores": scores, "labels": labels}
-        if "heading_vec" in outputs:  # the front is one end of the predicted box's long axis
-            result["heading"] = snap_heading_to_axis(vec_to_heading(outputs["heading_vec"][b, anchor_idx].float()),
-                                                     boxes[:, 4].float())
-        if len(scores):
-            keep = batched_nms_rotated(boxes, scores, labels, nms_iou, max_output=max_det)
-            keep = keep[:max_det]
-            result = {name: value[keep] for name, value in result.items()}
-        return result
+        heading_vec = outputs["heading_vec"][b, anchor_idx] if "heading_vec" in outputs else None
+        boxes, heading = decode_candidates(outputs["box_deltas"][b, anchor_idx], outputs["angle_vec"][b, anchor_idx],
+                                           anchors_xyxy[anchor_idx], heading_vec)
+        return suppress(_result(boxes, scores, labels, heading), nms_iou, max_det)
+
+    def from_top_candidates(self, top_scores: torch.Tensor, boxes: torch.Tensor, heading: torch.Tensor | None,
+                            num_locations: int, score_threshold: float, nms_iou: float, max_det: int,
+                            pre_nms_topk: int) -> dict:
+        """Detections of one image from its decoded per-class top candidates (what an exported graph computes,
+        :class:`obbdet.model.export_graph.ExportGraph`): ``top_scores [k, C]`` descending along k, ``boxes
+        [k, C, 5]`` xywha (le90, radians, network-input pixels), ``heading [k, C]`` or None; ``num_locations``:
+        the input's feature-map locations (for the cap warning). Same thresholding and NMS as :meth:`__call__`."""
+        keep, labels = self._keep(top_scores, score_threshold, num_locations, pre_nms_topk)
+        return suppress(_result(boxes[keep], top_scores[keep], labels[keep],
+                                None if heading is None else heading[keep]), nms_iou, max_det)
+
+
+def top_candidates(cls_logits: torch.Tensor, anchors_per_location: int, k: int):
+    """Per image and class, the ``k`` best feature-map locations, each with its best anchor shape for that class.
+
+    cls_logits ``[B, A, C]`` (A = locations x ``anchors_per_location``, consecutive per location); ``k`` at most
+    the number of locations. Returns (scores ``[B, k, C]`` float32 sigmoid, descending along k; anchor indices
+    ``[B, k, C]`` int64). Traceable (no data-dependent Python), so exported graphs select the same candidates.
+    """
+    batch, _, num_classes = cls_logits.shape
+    scores = cls_logits.float().sigmoid()  # (B, A, C)
+    best_shape = None
+    if anchors_per_location > 1:
+        scores, best_shape = scores.reshape(batch, -1, anchors_per_location, num_classes).max(dim=2)  # (B, L, C)
+    top_scores, top_idx = scores.topk(k, dim=1, sorted=True)  # (B, k, C)
+    if best_shape is not None:
+        top_idx = top_idx * anchors_per_location + best_shape.gather(1, top_idx)
+    return top_scores, top_idx
+
+
+def decode_candidates(box_deltas: torch.Tensor, angle_vec: torch.Tensor, anchors_xyxy: torch.Tensor,
+                      heading_vec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Boxes ``[N, 5]`` float32 xywha (le90, radians) and headings ``[N]`` float32 in ``[-pi, pi)`` (snapped to
+    the box's long axis; None without ``heading_vec``) of candidates: deltas ``[N, 4]``, angle vectors ``[N, 2]``,
+    anchors ``[N, 4]`` xyxy, heading vectors ``[N, 2]``. Traceable."""
+    boxes = decode_xywha(box_deltas, angle_vec, anchors_xyxy).reshape(-1, BOX_DIM)
+    if heading_vec is None:
+        return boxes, None
+    # the front is one end of the predicted box's long axis
+    return boxes, snap_heading_to_axis(vec_to_heading(heading_vec.float()), boxes[:, 4].float())
+
+
+def _result(boxes, scores, labels, heading) -> dict:
+    result = {"boxes": boxes, "scores": scores, "labels": labels}
+    if heading is not None:
+        result["heading"] = heading
+    return result
+
+
+def suppress(result: dict, nms_iou: float, max_det: int) -> dict:
+    """Class-aware exact rotated NMS of one image's candidates (``boxes [N, 5]``, ``scores [N]``, ``labels [N]``
+    and optional ``heading [N]``): the kept ones, sorted by score, at most ``max_det``."""
+    from obbdet.nms import batched_nms_rotated
+
+    if len(result["scores"]):
+        keep = batched_nms_rotated(result["boxes"], result["scores"], result["labels"], nms_iou, max_output=max_det)
+        keep = keep[:max_det]
+        result = {name: value[keep] for name, value in result.items()}
+    return result
