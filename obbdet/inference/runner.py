@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class InferenceSummary:
     """Totals of one run. ``seconds`` is wall time over all images and frames (reading, predicting, writing),
-    ``frame_seconds`` the part of it spent on video frames. ``failures``: images, and videos that could not
-    be opened; ``frame_failures``: single video frames that could not be decoded or processed."""
+    ``frame_seconds`` the part of it spent on video frames. ``failures``: images; ``video_failures``: videos
+    that could not be opened (or stopped being readable, or whose output folder is taken); ``frame_failures``:
+    single video frames that could not be decoded or processed."""
 
     images: int = 0
     detections: int = 0
@@ -46,6 +47,7 @@ class InferenceSummary:
     frames: int = 0
     frame_seconds: float = 0.0
     frame_failures: list[FrameFailure] = field(default_factory=list)
+    video_failures: list[ImageFailure] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -63,32 +65,35 @@ class InferenceSummary:
     @property
     def failed(self) -> bool:
         """Whether anything failed (infer.py then exits with EXIT_IMAGE_FAILURES)."""
-        return bool(self.failures or self.frame_failures)
+        return bool(self.failures or self.frame_failures or self.video_failures)
 
     def add(self, other: "InferenceSummary") -> "InferenceSummary":
         """Add ``other``'s totals to this summary (returns it)."""
         for name in ("images", "detections", "megapixels", "seconds", "outside", "videos", "frames",
                      "frame_seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("failures", "capped", "frame_failures"):
+        for name in ("failures", "capped", "frame_failures", "video_failures"):
             getattr(self, name).extend(getattr(other, name))
         return self
 
     def format(self) -> str:
-        lines = [f"images: {self.images} processed, {len(self.failures)} failed"]
-        if self.videos or self.frames or self.frame_failures:
-            lines.append(f"video frames: {self.frames} processed, {len(self.frame_failures)} failed "
-                         f"({self.videos} video(s))")
+        video = bool(self.videos or self.frames or self.frame_failures or self.video_failures)
+        lines = [f"images: {self.images} processed, {len(self.failures)} failed"] \
+            if self.images or self.failures or not video else []
+        if video:
+            lines.append(f"video frames: {self.frames} processed, {len(self.frame_failures)} failed ("
+                         f"{self.videos} video(s)" + (f", {len(self.video_failures)} failed" if self.video_failures
+                                                      else "") + ")")
+        rates = ([f"{self.images_per_second:.2f} images/s"] if self.images or not video else []) \
+            + ([f"{self.frames_per_second:.2f} frames/s"] if video else [])
         lines += [f"detections: {self.detections}"
                   + (f" ({len(self.capped)} image(s) reached the detection cap)" if self.capped else "")
                   + (f"; {self.outside} centred outside their image dropped" if self.outside else ""),
-                  f"speed: {self.images_per_second:.2f} images/s, "
-                  + (f"{self.frames_per_second:.2f} frames/s, " if self.frames else "")
-                  + f"{1000 * self.seconds_per_megapixel:.0f} ms per megapixel ({self.megapixels:.1f} MP in "
-                  f"{self.seconds:.1f} s)"]
-        if self.failures:
+                  f"speed: {', '.join(rates)}, {1000 * self.seconds_per_megapixel:.0f} ms per megapixel "
+                  f"({self.megapixels:.1f} MP in {self.seconds:.1f} s)"]
+        if self.failures or self.video_failures:
             lines.append("failures:")
-            lines.extend(f"  {failure}" for failure in self.failures)
+            lines.extend(f"  {failure}" for failure in [*self.failures, *self.video_failures])
         if self.frame_failures:
             lines.append("frame failures:")
             lines.extend(f"  {failure}" for failure in self.frame_failures)

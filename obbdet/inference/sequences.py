@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from obbdet.formats import OVERLAY_DIR, write_obb_json
+from obbdet.formats import IMAGE_EXTENSIONS, OVERLAY_DIR, write_obb_json
 from obbdet.frames import frame_folder
 from obbdet.imageio import ImageReadError, read_image_rgb, write_image_rgb
 from obbdet.inference.options import ImageFailure
@@ -254,7 +254,7 @@ def run_sequence(predictor: Predictor, sequence, summary: InferenceSummary, *, s
     try:
         sequence.check()
     except VideoReadError as exc:
-        summary.failures.append(ImageFailure(str(sequence.video), exc.reason))
+        summary.video_failures.append(ImageFailure(str(sequence.video), exc.reason))
         logger.warning("skipped %s", exc)
         return False
 
@@ -292,7 +292,7 @@ def run_sequence(predictor: Predictor, sequence, summary: InferenceSummary, *, s
                     rows.writerows(tracks_csv_rows(frame, labels))
                 bar.set_postfix(det=summary.detections, refresh=False)
         except VideoReadError as exc:
-            summary.failures.append(ImageFailure(str(sequence.video), exc.reason))
+            summary.video_failures.append(ImageFailure(str(sequence.video), exc.reason))
             logger.warning("stopped reading %s", exc)
         except BaseException as exc:
             error = exc
@@ -335,10 +335,12 @@ def _write_frame(predictor: Predictor, sequence, frame: int, labels: ImageLabels
 def run_sequences(predictor: Predictor, sequences: Sequence, failures: Sequence = (), *,
                   selection: Selection = (1, 0, None), scale: float, mode: str = "obb", draw: bool = False,
                   tracking: TrackerOptions | None = None, progress: bool = True) -> InferenceSummary:
-    """:func:`run_sequence` over each sequence; ``failures`` (made while planning outputs) start the summary."""
+    """:func:`run_sequence` over each sequence; ``failures`` (made while planning outputs: images of folder
+    sequences, or videos) start the summary."""
     summary = InferenceSummary()
     for failed in failures:
-        (summary.frame_failures if isinstance(failed, FrameFailure) else summary.failures).append(failed)
+        (summary.failures if Path(failed.path).suffix.lower() in IMAGE_EXTENSIONS else
+         summary.video_failures).append(failed)
     start = time.perf_counter()
     for sequence in sequences:
         readable = run_sequence(predictor, sequence, summary, selection=selection, scale=scale, mode=mode,
