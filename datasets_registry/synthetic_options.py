@@ -37,17 +37,7 @@ class SceneOptions:
     @classmethod
     def from_kwargs(cls, options: dict) -> "SceneOptions":
         """Validated options; unknown names, unknown classes and bad ranges raise ValueError/TypeError."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise TypeError(f"unknown synthetic scene option(s) {unknown}; valid: {sorted(names)}")
-        opts = dict(options)
-        for key in ("vehicle_width", "n_vehicles"):
-            if isinstance(opts.get(key), list):
-                opts[key] = tuple(opts[key])
-        if "classes" in opts:
-            opts["classes"] = (opts["classes"],) if isinstance(opts["classes"], str) else tuple(opts["classes"])
-        self = cls(**opts)
+        self = cls(**option_fields(cls, options, "synthetic scene"))
         self._validate()
         return self
 
@@ -68,6 +58,22 @@ class SceneOptions:
     def to_json(self) -> dict:
         """JSON-ready dict (tuples as lists), used in manifests and cache keys."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def option_fields(cls, options: dict, what: str) -> dict:
+    """``options`` as keyword arguments of the options dataclass ``cls``: unknown names raise TypeError (naming
+    ``what``); ranges given as lists become tuples, a single class name a 1-tuple."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"unknown {what} option(s) {unknown}; valid: {sorted(names)}")
+    opts = dict(options)
+    for key in ("vehicle_width", "n_vehicles"):
+        if isinstance(opts.get(key), list):
+            opts[key] = tuple(opts[key])
+    if "classes" in opts:
+        opts["classes"] = (opts["classes"],) if isinstance(opts["classes"], str) else tuple(opts["classes"])
+    return opts
 
 
 def as_range(value) -> tuple[float, float]:

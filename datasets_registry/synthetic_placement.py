@@ -47,6 +47,13 @@ def eager_slot(veh: Vehicle) -> Slot:
 # Selection and placement
 # ---------------------------------------------------------------------------------------------------
 
+def vehicle_shadows(scene: Scene, veh: Vehicle) -> list[tuple[int, np.ndarray]]:
+    """The low shadows ``(darkness 0..255, polygon)`` of a vehicle: its contact shadow and its cast shadow."""
+    poly = veh.poly()
+    shift = scene.shadow_dir * scene.shadow_k * veh.height_m
+    return [(140, veh.poly(scene.m(0.22))), (255, hull(np.concatenate([poly, poly + shift])))]
+
+
 def _try_place(scene: Scene, veh: Vehicle) -> bool:
     """Place ``veh`` unless it overlaps an obstacle or a vehicle, or too little of it is in the image."""
     poly = veh.poly()
@@ -59,9 +66,7 @@ def _try_place(scene: Scene, veh: Vehicle) -> bool:
         return False
     mark(scene.occupied, poly)
     scene.vehicles.append((veh, visible))
-    shift = scene.shadow_dir * scene.shadow_k * veh.height_m
-    scene.shadow_low.append((140, veh.poly(scene.m(0.22))))  # contact shadow
-    scene.shadow_low.append((255, hull(np.concatenate([poly, poly + shift]))))
+    scene.shadow_low += vehicle_shadows(scene, veh)
     drawer = VEHICLE_DRAWERS[veh.cls]
     scene.low.append(lambda canvas, v=veh, ppm=scene.ppm: drawer(canvas, v, ppm))
     return True

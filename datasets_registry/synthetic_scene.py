@@ -31,23 +31,31 @@ _DENSE_KIND_WEIGHTS = {"parking": 0.75, "depot": 0.25}
 
 
 def _labels(scene: Scene) -> ImageLabels:
-    n = len(scene.vehicles)
+    return vehicle_labels([v for v, _ in scene.vehicles], np.array([vis for _, vis in scene.vehicles]),
+                          scene.width, scene.height)
+
+
+def vehicle_labels(vehicles: list, visible: np.ndarray, width: int, height: int) -> ImageLabels:
+    """Labels of ``vehicles`` (:class:`~datasets_registry.synthetic_vehicles.Vehicle`) in a ``width`` x
+    ``height`` image, ``visible`` ``[N]`` the fraction of each inside it: boxes xywha le90, those cut by the
+    border refitted to their visible part, ``heading`` radians in ``[-pi, pi)``, ``difficult`` when less than
+    ``DIFFICULT_BELOW`` is visible."""
+    n = len(vehicles)
     boxes = np.zeros((n, BOX_DIM), np.float64)
-    visible = np.ones(n)
-    for i, (veh, vis) in enumerate(scene.vehicles):
+    visible = np.asarray(visible, np.float64).reshape(n)
+    for i, veh in enumerate(vehicles):
         boxes[i] = (veh.cx, veh.cy, veh.length, veh.width, veh.heading)
-        visible[i] = vis
     cut = np.flatnonzero(visible < 1.0)
     if len(cut):  # the visible part of vehicles cut by the image border, refitted
-        clipped, _, _ = clip_polys_to_rect(xywha_to_poly(boxes[cut]), 0.0, 0.0, scene.width, scene.height)
+        clipped, _, _ = clip_polys_to_rect(xywha_to_poly(boxes[cut]), 0.0, 0.0, width, height)
         boxes[cut] = poly_to_xywha(clipped, warn=False)
-    heading = np.array([wrap_angle(v.heading, -math.pi, 2 * math.pi) for v, _ in scene.vehicles], np.float64)
-    return ImageLabels(width=scene.width, height=scene.height, boxes=normalize_xywha(boxes) if n else boxes,
-                       classes=[v.cls for v, _ in scene.vehicles], difficult=visible < DIFFICULT_BELOW,
+    heading = np.array([wrap_angle(v.heading, -math.pi, 2 * math.pi) for v in vehicles], np.float64)
+    return ImageLabels(width=width, height=height, boxes=normalize_xywha(boxes) if n else boxes,
+                       classes=[v.cls for v in vehicles], difficult=visible < DIFFICULT_BELOW,
                        ignore=np.zeros(n, bool), heading=heading)
 
 
-def _new_scene(rng: np.random.Generator, width: int, height: int, opts: SceneOptions) -> Scene:
+def new_scene(rng: np.random.Generator, width: int, height: int, opts: SceneOptions) -> Scene:
     kind = opts.scene
     if kind is None:
         table = _DENSE_KIND_WEIGHTS if opts.dense else _KIND_WEIGHTS
@@ -86,7 +94,7 @@ def render_scene(seed: int, width: int = 512, height: int = 512, **options) -> t
     opts = SceneOptions.from_kwargs(options)
     if width < 32 or height < 32:
         raise ValueError(f"scene size must be at least 32 x 32 px, got {width} x {height}")
-    scene = _new_scene(np.random.default_rng(seed), int(width), int(height), opts)
+    scene = new_scene(np.random.default_rng(seed), int(width), int(height), opts)
     LAYOUTS[scene.kind](scene)
     scene.material_map = material_map(scene)
     place_vehicles(scene)

@@ -28,6 +28,7 @@ LAYERS = [  # (pattern, layer): the first match decides
     ("obbdet.imageio", 0), ("obbdet.device", 0), ("obbdet.raster", 0), ("obbdet.georef_output", 0),
     ("obbdet.video", 0), ("obbdet.frames", 0),
     ("obbdet.eval.tracking*", 1),  # tracking metrics: numpy, scipy and TrackEval's metric code, no obbdet.tracking
+    ("obbdet.datasets_registry.synthetic_traffic*", 1),  # synthetic traffic sequences (frames, labels, videos)
     ("obbdet.datasets_registry*", 1), ("obbdet.eval*", 1), ("obbdet.augment", 1), ("obbdet.visualize", 1),
     ("obbdet.data", 1), ("obbdet.model*", 1), ("obbdet.config", 1), ("obbdet.checkpoint", 1),
     ("obbdet.optim", 1), ("obbdet.distributed", 1), ("obbdet.calibration", 1),

@@ -1,6 +1,7 @@
-"""Generate a synthetic aerial vehicle dataset: PNG images + obb_json labels.
+"""Generate a synthetic aerial vehicle dataset: PNG images + obb_json labels, or traffic sequences.
 
     python tools/make_synthetic.py OUT_DIR --n 200 --seed 0
+    python tools/make_synthetic.py OUT_DIR --sequences 3 --frames 120 --seed 2000 --size 768x768
     python tools/make_synthetic.py data/syn_val --n 50 --seed 0 --split val
     python tools/make_synthetic.py data/dense --n 10 --width 2048 --height 2048 --dense --n-vehicles 600
     python tools/make_synthetic.py data/cars --n 100 --vehicle-width 11,16 --classes car --no-hard-negatives
@@ -11,6 +12,12 @@ reuses the files (and adds missing ones when ``--n`` grows); a folder made with 
 The same ``--seed`` and ``--split`` always give the same images; use another ``--split`` (or seed) for a
 validation set. ``--preview K`` also writes the first K images with their labels drawn to ``OUT_DIR/preview``.
 Load the folder with ``datasets_registry.load_dataset('obb_json', OUT_DIR)`` or as a registry entry.
+
+With ``--sequences N``, writes N synthetic traffic sequences of ``--frames`` frames instead (vehicles driving,
+turning, stopping and parking at a street junction, passing under trees and an overpass):
+``OUT_DIR/frames/seqNNN/<frame:06d>.jpg``, ``OUT_DIR/labels/seqNNN/<frame:06d>.json`` (obb_json with
+``track_id``, ``heading``, ``speed``, ``parked``, ``occluded``), ``OUT_DIR/videos/seqNNN.mp4`` and
+``OUT_DIR/manifest.json``; ``--vehicle-width`` defaults to 18 px there.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from obbdet.datasets_registry.synthetic import SCENE_KINDS, SYNTHETIC_CLASSES, generate_synthetic_dataset  # noqa: E402
+from obbdet.datasets_registry.synthetic_traffic_io import generate_traffic_sequences  # noqa: E402
 
 
 def _number_or_range(text: str, kind=float):
@@ -50,6 +58,16 @@ def _classes(text: str) -> tuple[str, ...]:
     return names
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``"768x512"`` -> (768, 512)."""
+    parts = text.lower().split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 768x768, got {text!r}") from None
+    return width, height
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="split name: part of the file names and of each image's seed")
     p.add_argument("--width", type=int, default=512, help="image width in px (default 512)")
     p.add_argument("--height", type=int, default=512, help="image height in px (default 512)")
-    p.add_argument("--vehicle-width", type=_number_or_range, default=(12.0, 24.0),
-                   help="pixel width of a car (1.8 m): W or LOW,HIGH drawn per image (default 12,24)")
+    p.add_argument("--size", type=_size, default=None, metavar="WxH",
+                   help="image/frame size, sets --width and --height (default 512x512; sequences 768x768)")
+    p.add_argument("--vehicle-width", type=_number_or_range, default=None,
+                   help="pixel width of a car (1.8 m): W or LOW,HIGH drawn per image (default 12,24; sequences 18)")
     p.add_argument("--n-vehicles", type=lambda t: _number_or_range(t, int), default=None,
                    help="vehicles per image: N or LOW,HIGH (default: what the scene layout holds)")
     p.add_argument("--dense", action="store_true", help="parking-dominated scenes with nearly full lots")
@@ -72,7 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="render in this many processes (default: in-process)")
     p.add_argument("--preview", type=int, default=0, metavar="K", help="draw the labels of the first K images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    seq = p.add_argument_group("traffic sequences")
+    seq.add_argument("--sequences", type=int, default=None, metavar="N", help="write N traffic sequences")
+    seq.add_argument("--frames", type=int, default=120, help="frames per sequence (default 120)")
+    seq.add_argument("--fps", type=float, default=25.0, help="frame rate of the videos (default 25)")
+    seq.add_argument("--camera-jitter", type=float, default=0.0, help="camera shake in px (default 0: still)")
+    seq.add_argument("--no-video", action="store_true", help="frames and labels only, no mp4")
     return p
+
+
+def _sequences(args) -> int:
+    width, height = args.size or (768, 768)
+    start = time.perf_counter()
+    try:
+        manifest = generate_traffic_sequences(
+            args.out_dir, args.sequences, args.frames, args.seed, width=width, height=height,
+            vehicle_width=18.0 if args.vehicle_width is None else args.vehicle_width, workers=args.workers,
+            fps=args.fps, video=not args.no_video, progress=not args.quiet, classes=args.classes,
+            hard_negatives=not args.no_hard_negatives, camera_jitter=args.camera_jitter)
+    except (ValueError, TypeError) as exc:
+        print(f"make_synthetic: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - start
+    for seq in manifest["sequences"]:
+        print(f"{seq['name']}: {seq['frames']} frames, {seq['moving_vehicles']} moving and {seq['parked_vehicles']} "
+              f"parked vehicles, {seq['occlusion_frames']} frames with occlusions")
+    print(f"{len(manifest['sequences'])} sequences in {args.out_dir} ({elapsed:.1f} s)")
+    return 0
 
 
 def _write_previews(pairs, out_dir: Path, count: int) -> None:
@@ -88,10 +134,14 @@ def _write_previews(pairs, out_dir: Path, count: int) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.sequences is not None:
+        return _sequences(args)
+    if args.size is not None:
+        args.width, args.height = args.size
     if args.n < 0:
         print("make_synthetic: --n must be >= 0", file=sys.stderr)
         return 2
-    options = dict(vehicle_width=args.vehicle_width, n_vehicles=args.n_vehicles, dense=args.dense,
+    options = dict(vehicle_width=(12.0, 24.0) if args.vehicle_width is None else args.vehicle_width, n_vehicles=args.n_vehicles, dense=args.dense,
                    classes=args.classes, hard_negatives=not args.no_hard_negatives, scene=args.scene)
     start = time.perf_counter()
     try:
