@@ -15,6 +15,11 @@
    (``getrusage``), beside the sizes of the decoded frame and of one tile batch; ``--frames`` adds other sizes
    so the memory growth can be compared across image sizes (it follows the tile batch, not the image).
 
+3. Backends (``bench/backend_speed.py``): images/s at 768 and 1024 px, decoding + NMS included, of PyTorch eager
+   float32 (the baseline), float32 channels_last, bfloat16 channels_last and the ONNX export run by ONNX Runtime,
+   for the ``--ckpt`` model and random-weight ``--backend-variants``; ultralytics YOLO11n-obb / YOLO26n-obb
+   exported to ONNX where ``ultralytics`` is installed (skipped with the reason otherwise).
+
 Run: ``.venv/bin/python bench/infer_speed.py [--ckpt runs/quickstart/last.pt]`` (minutes on 2 busy CPU cores).
 Timings on a shared machine are noisy: compare the ratios, measured in the same run, not absolute numbers.
 """
@@ -224,7 +229,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared, oversubscribed CPU more threads spin and "
                              "run several times slower)")
-    parser.add_argument("--skip-768", action="store_true", help="only the frame benchmark")
+    parser.add_argument("--skip-768", action="store_true", help="skip the 768 x 768 D0 section")
+    parser.add_argument("--backends", default="768,1024",
+                        help="comma-separated square sizes of the backend comparison (default 768,1024; empty: skip)")
+    parser.add_argument("--backend-variants", default="obbdet_small,tf_efficientdet_d0",
+                        help="random-weight variants in the backend comparison, beside --ckpt (default "
+                             "obbdet_small,tf_efficientdet_d0; obbdet_tiny is added without --ckpt)")
     parser.add_argument("--frame-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -236,6 +246,13 @@ def main(argv=None) -> int:
         bench_768(args)
     if args.frames:
         bench_frames(args)
+    if args.backends:
+        from backend_speed import bench_backends
+
+        variants = [v for v in args.backend_variants.split(",") if v]
+        if not args.ckpt and "obbdet_tiny" not in variants:
+            variants.insert(0, "obbdet_tiny")
+        bench_backends(args.ckpt, [int(v) for v in args.backends.split(",")], args.images, args.score, variants)
     return 0
 
 
