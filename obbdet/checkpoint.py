@@ -60,16 +60,24 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except Exception as exc:  # noqa: BLE001 - any file can be passed here; each failure becomes one line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not an obbdet checkpoint (cannot be loaded: {reason[:200]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an obbdet checkpoint (no '{FORMAT}' format marker)")
-    if int(ckpt.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {ckpt['format_version']} is newer than this "
-                              f"obbdet supports ({FORMAT_VERSION}); upgrade obbdet")
+    check_format(ckpt, FORMAT, FORMAT_VERSION, path, "not an obbdet checkpoint", "checkpoint")
     for key in ("model", "state_dict"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: obbdet checkpoint without '{key}' (truncated or hand-edited?)")
     check_model_spec(ckpt, path, complete=False)  # the network is rebuilt (and needs all of it) elsewhere
     return ckpt
+
+
+def check_format(record, marker: str, version: int, source, refusal: str, kind: str,
+                 error: type[Exception] = CheckpointError) -> None:
+    """Raise ``error`` (one line starting with ``source``) unless ``record`` is a dict whose ``format`` is
+    ``marker`` and whose ``format_version`` is at most ``version`` (what this obbdet reads): ``"{source}:
+    {refusal} (no '{marker}' format marker)"`` or ``"{source}: {kind} format version N is newer ..."``."""
+    if not isinstance(record, dict) or record.get("format") != marker:
+        raise error(f"{source}: {refusal} (no '{marker}' format marker)")
+    if int(record.get("format_version", 0)) > version:
+        raise error(f"{source}: {kind} format version {record['format_version']} is newer than this obbdet "
+                    f"supports ({version}); upgrade obbdet")
 
 
 # the last layer of effdet's class head: its output channels are anchors per cell x classes

@@ -14,7 +14,6 @@ runs: ``infer.py IMAGES WIDTH model.onnx obb`` or ``Predictor.from_checkpoint("m
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -53,12 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see ``--help``)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2), message already printed
-        return int(exc.code) if isinstance(exc.code, int) else EXIT_SETUP_ERROR
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    args = build_parser().parse_args(argv)  # a usage error exits with 2, --help with 0
     from obbdet.checkpoint import CheckpointError
     from obbdet.inference.onnx_export import ExportError, export_onnx
 

@@ -76,6 +76,8 @@ def open_session(path, device: str = "cpu", threads: int | None = None):
 
 def read_metadata(session, source) -> dict:
     """The obbdet record stored in a session's model metadata; OnnxModelError when absent or malformed."""
+    from obbdet.checkpoint import check_format
+
     props = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in props:
         raise OnnxModelError(f"{source}: an ONNX model without obbdet metadata (not written by tools/export.py)")
@@ -83,11 +85,8 @@ def read_metadata(session, source) -> dict:
         meta = json.loads(props[METADATA_KEY])
     except json.JSONDecodeError as exc:
         raise OnnxModelError(f"{source}: its obbdet metadata is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise OnnxModelError(f"{source}: its obbdet metadata has no '{FORMAT}' format marker")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise OnnxModelError(f"{source}: obbdet ONNX format version {meta['format_version']} is newer than this "
-                             f"obbdet supports ({FORMAT_VERSION}); upgrade obbdet")
+    check_format(meta, FORMAT, FORMAT_VERSION, source, "its obbdet metadata is not an obbdet ONNX record",
+                 "obbdet ONNX", OnnxModelError)
     missing = [key for key in INFO_KEYS + MODEL_KEYS if key not in meta]
     if missing:
         raise OnnxModelError(f"{source}: its obbdet metadata lacks {', '.join(missing)}")
