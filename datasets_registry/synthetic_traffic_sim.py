@@ -111,7 +111,7 @@ class Traffic:
         for i in order:
             centre, angle = self.stalls[i]
             path = park_route(entry, road, centre, angle, scene.m(5.5), self.turn_speed, scene.ppm)
-            if path is None:
+            if path is None or junction_span(path, self.world.roads) is not None:  # lots before the junction
                 continue
             swept = np.zeros_like(self.blocked)
             off_lane = path.points[np.isfinite(path.cap)]

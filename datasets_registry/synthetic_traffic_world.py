@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .synthetic_draw import Frame, fill_poly, jitter, shade
+from .synthetic_draw import Frame, fill_poly, shade
 from .synthetic_dressing import add_tree, dressing
-from .synthetic_ground import material_map
+from .synthetic_ground import LOT, material_map
 from .synthetic_lots import add_lot
 from .synthetic_placement import place_vehicles, stains_and_shadows
 from .synthetic_render import apply_shadows, render_ground, shadow_factor
@@ -54,22 +54,30 @@ class TrafficWorld:
     free_stalls: list
 
 
-def _lots_along(scene: Scene, road: Road) -> None:
+def _lots_along(scene: Scene, road: Road) -> list[np.ndarray]:
     """Up to two parking lots beside ``road`` with their aisles opening onto it (rows at right angles to the
-    road), on free ground (not across the other road), with room left in them."""
+    road), on free ground (not across the other road), with room left in them; each with an entrance paved
+    over the verge. Returns the entrances' polygons (to keep free of kerb-parked vehicles)."""
     rng = scene.rng
     e_u, e_v = road.axes
     u0, u1 = road_span(scene, road)
-    placed = 0
-    for _ in range(8):
-        if placed >= 2:
-            return
+    entrances: list[np.ndarray] = []
+    for _ in range(12):
+        if len(entrances) >= 2:
+            break
         side = -1 if rng.random() < 0.5 else 1
         across, along = scene.m(rng.uniform(14, 30)), scene.m(rng.uniform(20, 40))
+        if u1 - u0 <= across:  # a small frame: no room along the road
+            continue
         u = rng.uniform(u0 + across / 2, u1 - across / 2)
         centre = road.origin + u * e_u + side * e_v * (road.half_total + scene.m(1.6) + along / 2)
-        placed += add_lot(scene, centre, road.angle + math.pi / 2, along, across, p_occ=rng.uniform(0.4, 0.8),
-                          check=True)
+        if add_lot(scene, centre, road.angle + math.pi / 2, along, across, p_occ=rng.uniform(0.4, 0.8), check=True):
+            far = side * (road.half_total + scene.m(1.6))
+            paved = sorted((side * road.half_carriage, far))
+            scene.materials.append((2.5, LOT, road.frame.rect(u - across / 2, u + across / 2, *paved)))
+            kerb = sorted((side * (road.half_carriage - road.parking), far))
+            entrances.append(road.frame.rect(u - across / 2, u + across / 2, *kerb))
+    return entrances
 
 
 def _overpass(scene: Scene, road: Road, avoid: Road) -> None:
@@ -91,8 +99,8 @@ def _overpass(scene: Scene, road: Road, avoid: Road) -> None:
     mark(scene.reserve, deck)
     shift = scene.shadow_dir * scene.shadow_k * rng.uniform(5.0, 7.0)
     scene.shadow_high.append((255, deck + shift))
-    concrete = jitter(rng, (168, 166, 160), 8)
-    asphalt = jitter(rng, (86, 86, 88), 6)
+    concrete = shade((168, 166, 160), 1.0, rng.normal(0, 8))  # grey: one brightness offset for all channels
+    asphalt = shade((86, 86, 88), 1.0, rng.normal(0, 6))
     rail, half = scene.m(0.5), width / 2
     dash, gap = scene.m(3.0), scene.m(6.0)
     dashes = [f.rect(a, a + dash, -scene.m(0.08), scene.m(0.08)) for a in np.arange(-span, span, dash + gap)]
@@ -120,25 +128,27 @@ def _trees_over_lanes(scene: Scene, road: Road, avoid: Road) -> None:
             continue
         side = -1 if rng.random() < 0.5 else 1
         radius = scene.m(rng.uniform(3.0, 5.0))
-        v = side * (road.half_carriage + rng.uniform(0.0, 1.0) * road.sidewalk + radius * rng.uniform(0.0, 0.3))
+        v = side * (road.half_carriage + radius * rng.uniform(-0.2, 0.6))  # the canopy reaches over the lane
         add_tree(scene, road.origin + u * e_u + v * e_v, radius, check=False)
 
 
-def _traffic_layout(scene: Scene) -> None:
+def _traffic_layout(scene: Scene) -> list[np.ndarray]:
+    """Lay out the street junction; returns the lot entrances (see :func:`_lots_along`)."""
     rng, phi = scene.rng, scene.phi
     lanes = 1 if rng.random() < 0.6 else 2
     main = random_road(scene, phi, 0.15, lanes=lanes,
                        median_m=rng.uniform(1.5, 3.0) if lanes == 2 and rng.random() < 0.3 else 0.0,
-                       parking_m=rng.uniform(2.1, 2.5) if rng.random() < 0.5 else 0.0,
+                       parking_m=rng.uniform(2.1, 2.5) if rng.random() < 0.7 else 0.0,
                        sidewalk_m=rng.uniform(1.8, 3.0))
     cross = random_road(scene, phi + math.pi / 2 + math.radians(rng.normal(0, 3)), 0.2, lanes=1,
                         sidewalk_m=rng.uniform(1.8, 3.0))
     _overpass(scene, main, cross)
-    _lots_along(scene, main)
+    entrances = _lots_along(scene, main)
     finish_roads(scene, 0.0, 0.0)  # no vehicles in the lanes: the traffic drives there
     for road, other in ((main, cross), (cross, main)):
         _trees_over_lanes(scene, road, other)
     dressing(scene, buildings=8, trees=3, beds=1.0, containers=0.2)
+    return entrances
 
 
 def _overlay(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
@@ -159,9 +169,13 @@ def build_world(rng: np.random.Generator, width: int, height: int, opts: SceneOp
     opts = SceneOptions(vehicle_width=opts.vehicle_width, n_vehicles=None, dense=False, classes=opts.classes,
                         hard_negatives=opts.hard_negatives, scene="street")
     scene = new_scene(rng, width, height, opts)
-    _traffic_layout(scene)
+    entrances = _traffic_layout(scene)
     scene.material_map = material_map(scene)
+    obstacle = scene.obstacle.copy()
+    for entrance in entrances:  # no vehicle parks in front of a lot's entrance
+        mark(scene.obstacle, entrance)
     place_vehicles(scene)
+    scene.obstacle = obstacle
     if opts.hard_negatives:
         stains_and_shadows(scene)
     base = render_ground(scene)
