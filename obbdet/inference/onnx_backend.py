@@ -54,6 +54,15 @@ def providers_for(device: str) -> list:
     raise InferenceSetupError(f"device {device!r}: the onnxruntime backend runs on cpu or cuda[:N]")
 
 
+def default_device() -> str:
+    """``cuda`` when this onnxruntime has the CUDA provider and torch sees a GPU, else ``cpu`` (the plain
+    ``onnxruntime`` package is CPU-only: a GPU machine still runs the export on its CPU by default)."""
+    import onnxruntime as ort
+
+    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available() \
+        else "cpu"
+
+
 def open_session(path, device: str = "cpu", threads: int | None = None):
     """An ``onnxruntime.InferenceSession`` of ``path``; raises OnnxModelError (one line) for a missing, truncated
     or corrupt file. ``threads``: intra-op threads (default: torch's, which ``infer.py --threads`` sets)."""

@@ -8,6 +8,10 @@
 ``infer.py`` is a loop over :meth:`Predictor.stream`, so both give the same detections for the same image,
 checkpoint and options: rescaling by the vehicle width, tiling, cross-tile merging, the checkpoint's NMS IoU,
 candidate cap and calibration factors, and the detection cap, with the same defaults.
+
+Backends: a ``.pt`` checkpoint runs in PyTorch (float32, or ``precision="bf16"`` autocast; channels_last on the
+CPU by default), an ``.onnx`` export (``tools/export.py``) in ONNX Runtime (``obbdet.inference.onnx_backend``);
+``backend=`` overrides the choice by suffix.
 """
 from __future__ import annotations
 
@@ -257,8 +261,8 @@ class Predictor:
     def from_checkpoint(cls, checkpoint, device: str | None = None, *, use_ema: bool = True,
                         tile: int = 768, overlap: int = 128, whole: bool = False, batch: int = 4,
                         score_threshold: float | str = 0.05, nms_iou: float | None = None,
-                        pre_nms_topk: int | None = None, max_det: int = 1000, width_scale: float | None = None,
-                        length_scale: float | None = None, half: bool = False, depth: DepthScaling = DEFAULT_DEPTH,
+                        pre_nms_topk: int | None = None, max_det: int = 1000,
+                        max_det_per_megapixel: float = 2000.0, width_scale: float | None = None, length_scale: float | None = None, half: bool = False, depth: DepthScaling = DEFAULT_DEPTH,
                         bands: Sequence[int] | None = None, min_rescale: float = DEFAULT_RESCALE_RANGE[0],
                         max_rescale: float = DEFAULT_RESCALE_RANGE[1], backend: str | None = None,
                         precision: str = "fp32", channels_last: bool | None = None,
@@ -285,12 +289,16 @@ class Predictor:
                                        score_threshold=0.0 if auto else float(score_threshold),
                                        nms_iou=nms_iou if nms_iou is not None else DEFAULT_NMS_IOU,
                                        pre_nms_topk=pre_nms_topk, max_det=max_det,
-                                       width_scale=_first_set(width_scale, 1.0),
+                                       max_det_per_megapixel=max_det_per_megapixel, width_scale=_first_set(width_scale, 1.0),
                                        length_scale=_first_set(length_scale, 1.0), half=half,
                                        bfloat16=precision == "bf16", min_rescale=min_rescale,
                                        max_rescale=max_rescale)
         except ValueError as exc:
             raise InferenceSetupError(str(exc)) from None
+        if resolved_backend == "onnxruntime" and device is None:
+            from obbdet.inference.onnx_backend import default_device
+
+            device = default_device()
         device = resolve_device(device, half)
         if backend is None:  # custom loaders (tests) take (checkpoint, device, use_ema)
             detector, info = detector_loader(checkpoint, device, use_ema)
