@@ -268,7 +268,7 @@ def test_cli_selection_needs_videos_and_bad_input_is_refused(tmp_path, checkpoin
     notes = tmp_path / "notes.txt"
     notes.write_text("x")
     assert infer(notes, 16, checkpoint, "obb") == 2
-    assert "not a folder or a video file" in capsys.readouterr().err
+    assert "not a folder, an image or a video file" in capsys.readouterr().err
     assert math.isfinite(video_info(video).fps)
 
 

@@ -155,7 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pre-nms-topk", type=_bounded(int, 1, 10 ** 7), default=None,
                    help="candidate locations per class decoded per tile before NMS (default: the checkpoint's)")
     p.add_argument("--max-det", type=_bounded(int, 1, 10 ** 7), default=1000,
-                   help="cap on detections per image, warned when reached")
+                   help="cap on detections per tile, and the smallest cap per image (default 1000)")
+    p.add_argument("--max-det-per-mp", type=_bounded(float, 0, 10 ** 7), default=2000.0,
+                   help="the per-image cap grows with the area: this many per megapixel at the network scale "
+                        "(default 2000, above any real packing of cars); caps are warned when reached")
+    p.add_argument("--window-read-above", type=_bounded(int, 0, 10 ** 12), default=None, metavar="PIXELS",
+                   help="TIFFs with more pixels are read window by window, never decoded whole (default 64000000)")
+    p.add_argument("--gis", choices=("gpkg", "geojson", "none"), default="gpkg",
+                   help="georeferenced TIFFs: also write the detections as polygons, GeoPackage in the raster's CRS "
+                        "(default) or GeoJSON in WGS84, beside the obb_json file")
+    p.add_argument("--resume", action="store_true",
+                   help="skip images whose obb_json an earlier run (same checkpoint and settings) completed")
     p.add_argument("--width-scale", type=_bounded(float, 0, 100, low_open=True), default=None,
                    help="factor on every box's short side (default: the checkpoint's calibrated factor, else 1)")
     p.add_argument("--length-scale", type=_bounded(float, 0, 100, low_open=True), default=None,
@@ -191,11 +201,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.track and args.mode == "aabb":
         parser.error("--track follows oriented boxes: use obb mode")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from obbdet import inference
+    from obbdet.inference import sharding
     from obbdet.inference.sequences import run_prepared
+
+    shard, device = sharding.join_processes(args.device)
+    prefix = f"[rank {shard.rank}] " if shard.world > 1 else ""
+    logging.basicConfig(level=logging.INFO if shard.is_main else logging.WARNING,
+                        format=f"{prefix}%(levelname)s: %(message)s")
+    try:
+        return _run(args, shard, device, inference, sharding, run_prepared, logging_redirect_tqdm)
+    finally:
+        sharding.leave_processes()
+
+
+def _run(args, shard, device, inference, sharding, run_prepared, logging_redirect_tqdm) -> int:
 
     if args.threads > 0:
         import torch
@@ -205,18 +227,32 @@ def main(argv=None) -> int:
                                                                     args.rescale_range))
     try:
         run = inference.prepare_run(
-            args.folder, args.vehicle_width, args.checkpoint, out_dir=args.out, device=args.device,
+            args.folder, args.vehicle_width, args.checkpoint, out_dir=args.out, device=device,
             tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
             nms_iou=args.nms_iou, pre_nms_topk=args.pre_nms_topk, max_det=args.max_det,
+            max_det_per_megapixel=args.max_det_per_mp, clean=shard.is_main,
             width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema,
             depth=args.depth, bands=args.bands, every=args.every, start=args.start, end=args.end, track=args.track,
             **rescale_range)
+        record = sharding.run_record(args.checkpoint, run.settings(args.mode))
+        sharding.check_resume(run.out_dir, record, args.resume)
     except inference.InferenceSetupError as exc:
         print(f"infer.py: error: {exc}", file=sys.stderr)
         return inference.EXIT_SETUP_ERROR
-    print(run.describe())
+    sharding.barrier(shard)  # every process has listed the outputs an earlier run completed before any writes
+    if shard.is_main:
+        print(run.describe() + (f"\n{shard.world} processes (torchrun)" if shard.world > 1 else ""))
+        sharding.write_run_record(run.out_dir, record)
+    image_options = {"gis": args.gis, "resume": args.resume}
+    if args.window_read_above is not None:
+        image_options["window_read_above"] = args.window_read_above
     with logging_redirect_tqdm():
-        summary = run_prepared(run, mode=args.mode, draw=args.draw, progress=not args.quiet)
+        summary = run_prepared(run, mode=args.mode, draw=args.draw, progress=not args.quiet, shard=shard,
+                               **image_options)
+    summaries = sharding.gather(shard, summary)
+    if not shard.is_main:
+        return inference.EXIT_OK
+    summary = inference.InferenceSummary.combine(summaries)
     print(summary.format())
     print(f"detections written to {run.out_dir}")
     return inference.EXIT_IMAGE_FAILURES if summary.failed else inference.EXIT_OK

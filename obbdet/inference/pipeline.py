@@ -42,6 +42,17 @@ from obbdet.inference.tiling import DEFAULT_STRIDE, Tile, network_tile, padded_s
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class TileShare:
+    """The tiles one of ``world`` processes predicts of an image: indices ``rank, rank + world, ...``."""
+
+    rank: int
+    world: int
+
+    def indices(self, n_tiles: int) -> list[int]:
+        return list(range(self.rank, n_tiles, self.world))
+
+
 @dataclass(eq=False)  # identity semantics: jobs are dict keys
 class ImageJob:
     """One image on its way through the pipeline: ``image`` is the rescaled RGB array, or None for a raster read
@@ -283,8 +294,8 @@ def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *
     ``items`` yields ``(key, image [H, W, 3] uint8 RGB)`` pairs (or ``(key, image, scale)`` triples, whose
     ``scale`` replaces the common one for that image), or anything else (e.g. a failure record), which is
     passed through unchanged, in order. ``image`` may be a :class:`WindowedRaster` (read tile by tile). A
-    4-tuple ``(key, image, scale, share)`` predicts only the tiles whose indices ``share`` lists and yields a
-    ``partial`` result holding their raw detections, for another process to merge with :func:`finish_job`. Tiles of consecutive images share batches. An out-of-memory
+    4-tuple ``(key, image, scale, share)`` predicts only the tiles whose indices ``share`` lists (or a
+    :class:`TileShare` selects) and yields a ``partial`` result holding their raw detections, for another process to merge with :func:`finish_job`. Tiles of consecutive images share batches. An out-of-memory
     error in a forward pass fails the images of that batch (each yielded with a reason) and the stream goes on.
     """
     import torch
@@ -299,7 +310,8 @@ def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *
                 try:
                     job = make_job(key, image, factor, options, stride, keep_original)
                     if share is not None:
-                        job.share = sorted(int(k) for k in share)
+                        job.share = share.indices(len(job.tiles)) if isinstance(share, TileShare) \
+                            else sorted(int(k) for k in share)
                         if not job.share:  # nothing of this image predicted here
                             yield StreamResult(key, RawDetections.empty(), job=job, partial=True)
                             continue

@@ -24,6 +24,8 @@ from obbdet.inference.options import ImageFailure, InferenceSetupError, RescaleR
 from obbdet.inference.pipeline import detector_device
 from obbdet.inference.predictor import Detections, Predictor, load_detector
 from obbdet.inference.rescale import NO_RESCALE
+from obbdet.inference.sharding import Shard, barrier, pending
+from obbdet.raster import WINDOWED_READ_PIXELS
 from obbdet.inference.tiling import network_tile
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class InferenceSummary:
     failures: list[ImageFailure] = field(default_factory=list)
     capped: list[str] = field(default_factory=list)
     outside: int = 0  # detections centred outside their image (tile padding), dropped
+    skipped: int = 0  # inputs whose output an earlier run completed (--resume)
     videos: int = 0
     frames: int = 0
     frame_seconds: float = 0.0
@@ -69,16 +72,27 @@ class InferenceSummary:
 
     def add(self, other: "InferenceSummary") -> "InferenceSummary":
         """Add ``other``'s totals to this summary (returns it)."""
-        for name in ("images", "detections", "megapixels", "seconds", "outside", "videos", "frames",
+        for name in ("images", "detections", "megapixels", "seconds", "outside", "skipped", "videos", "frames",
                      "frame_seconds"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("failures", "capped", "frame_failures", "video_failures"):
             getattr(self, name).extend(getattr(other, name))
         return self
 
+    @classmethod
+    def combine(cls, summaries: Sequence["InferenceSummary"]) -> "InferenceSummary":
+        """The summaries of the processes of one run as one: counts added, wall times the longest."""
+        total = cls()
+        for summary in summaries:
+            total.add(summary)
+        total.seconds = max((s.seconds for s in summaries), default=0.0)
+        total.frame_seconds = max((s.frame_seconds for s in summaries), default=0.0)
+        return total
+
     def format(self) -> str:
         video = bool(self.videos or self.frames or self.frame_failures or self.video_failures)
-        lines = [f"images: {self.images} processed, {len(self.failures)} failed"] \
+        skipped = f", {self.skipped} skipped (output complete)" if self.skipped else ""
+        lines = [f"images: {self.images} processed, {len(self.failures)} failed{skipped}"] \
             if self.images or self.failures or not video else []
         if video:
             lines.append(f"video frames: {self.frames} processed, {len(self.frame_failures)} failed ("
@@ -171,9 +185,12 @@ def overlay_path(target: Path, out_dir: Path) -> Path:
 
 
 def _write_outputs(path: Path, detections: Detections, original, target: Path, mode: str,
-                   overlay: Path | None, draw_thresholds: dict | None) -> None:
+                   overlay: Path | None, draw_thresholds: dict | None, gis: str = "none") -> None:
+    from obbdet.inference.rasters import write_gis_layer
+
     labels = detections.to_labels(image=path.name, mode=mode)
     target.parent.mkdir(parents=True, exist_ok=True)
+    write_gis_layer(path, target, labels, gis)  # before the JSON: an existing JSON means a complete output
     write_obb_json(target, labels)
     if overlay is not None:
         from obbdet.imageio import write_image_rgb
@@ -186,24 +203,74 @@ def _write_outputs(path: Path, detections: Detections, original, target: Path, m
         write_image_rgb(overlay, draw_labels(original, shown))
 
 
+def _record(summary: InferenceSummary, path: Path, detections: Detections) -> None:
+    summary.images += 1
+    summary.detections += len(detections)
+    summary.outside += detections.outside
+    summary.megapixels += detections.image_size[0] * detections.image_size[1] / 1e6
+    if detections.capped:
+        summary.capped.append(str(path))
+
+
+def _run_huge_rasters(predictor: Predictor, rasters: Sequence[Path], targets: dict, out_dir: Path, scale, mode: str,
+                      gis: str, shard: Shard, summary: InferenceSummary, bar) -> None:
+    """Each huge raster, read window by window, its tiles shared among the processes; rank 0 writes."""
+    from obbdet.inference.rasters import detect_huge_raster
+
+    for path in rasters:
+        outcome = detect_huge_raster(predictor, path, scale, shard)
+        bar.update(1)
+        if outcome is None:  # another process writes it
+            continue
+        if isinstance(outcome, ImageFailure):
+            summary.failures.append(outcome)
+            logger.warning("skipped %s", outcome)
+            continue
+        detections, _, damaged = outcome
+        try:
+            _write_outputs(path, detections, None, targets[path], mode, None, predictor.operating_point, gis)
+        except (OSError, ValueError) as exc:
+            summary.failures.append(ImageFailure(str(path), f"cannot write output: {exc}"))
+            continue
+        if damaged:
+            summary.failures.append(ImageFailure(str(path), f"{len(damaged)} window(s) could not be read and were "
+                                                            f"treated as empty (first: {damaged[0][4]})"))
+        _record(summary, path, detections)
+
+
 def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *,
                   vehicle_width: float | None = None, scale: float | None = None, mode: str = "obb",
-                  draw: bool = False, progress: bool = True) -> InferenceSummary:
+                  draw: bool = False, progress: bool = True, window_read_above: int = WINDOWED_READ_PIXELS,
+                  gis: str = "gpkg", resume: bool = False, shard: Shard = Shard()) -> InferenceSummary:
     """Detect on every image of ``images`` (paths under ``root``) and write one obb_json each under ``out_dir``
     (same relative folder, same stem). ``vehicle_width`` / ``scale`` as in :meth:`Predictor.stream`.
 
     Images that cannot be read, decoded or written are listed in the summary's ``failures`` with the reason;
     the run goes on with the others. ``draw=True`` also writes an overlay per image (:func:`overlay_path`).
+    TIFFs over ``window_read_above`` pixels are read window by window (``obbdet.inference.rasters``);
+    georeferenced TIFFs also get a GIS layer (``gis``: gpkg, geojson or none). ``resume``: images whose obb_json
+    exists are skipped (counted in ``skipped``). ``shard``: this process's share of a torchrun job (whole
+    images round-robin; the tiles of huge rasters shared by all processes, rank 0 writing them).
     """
     from tqdm import tqdm
 
+    from obbdet.inference.rasters import huge_rasters
+
     root, out_dir = Path(root), Path(out_dir)
     targets, failures = output_paths(images, root, out_dir)
-    summary = InferenceSummary(failures=failures)
-    todo = [p for p in images if p in targets]
+    summary = InferenceSummary(failures=failures if shard.is_main else [])
+    todo, summary.skipped = pending({p: targets[p] for p in images if p in targets}, resume)
+    if not shard.is_main:
+        summary.skipped = 0  # counted once, by rank 0
+    rasters = huge_rasters(todo, window_read_above)
+    barrier(shard)  # every process listed the same work before any of them writes an output
+    todo = shard.take([p for p in todo if p not in set(rasters)])
     start = time.perf_counter()
-    bar = tqdm(total=len(images), unit="img", desc="infer", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo) + len(rasters) + len(failures), unit="img", desc="infer",
+               disable=not progress or not shard.is_main, dynamic_ncols=True)
     bar.update(len(failures))
+    _run_huge_rasters(predictor, rasters, targets, out_dir, scale if scale is not None else
+                      predictor.scale_for(vehicle_width), mode, gis, shard, summary, bar)
     for result in predictor.stream(read_images(todo, predictor.read), vehicle_width=vehicle_width, scale=scale,
                                    keep_original=draw):
         bar.update(1)
@@ -218,17 +285,12 @@ def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *
         target = targets[path]
         try:
             _write_outputs(path, detections, job.original, target, mode,
-                           overlay_path(target, out_dir) if draw else None, predictor.operating_point)
+                           overlay_path(target, out_dir) if draw else None, predictor.operating_point, gis)
         except (OSError, ValueError) as exc:
             summary.failures.append(ImageFailure(str(path), f"cannot write output: {exc}"))
             logger.warning("%s: cannot write output: %s", path, exc)
             continue
-        summary.images += 1
-        summary.detections += len(detections)
-        summary.outside += detections.outside
-        summary.megapixels += job.original_size[0] * job.original_size[1] / 1e6
-        if result.capped:
-            summary.capped.append(str(path))
+        _record(summary, path, detections)
         bar.set_postfix(det=summary.detections, failed=len(summary.failures), refresh=False)
     bar.close()
     summary.seconds = time.perf_counter() - start
@@ -252,6 +314,16 @@ class PreparedRun:
     videos: list[Path] = field(default_factory=list)
     selection: tuple[int, int, int | None] = (1, 0, None)
     track: bool = False
+
+    def settings(self, mode: str) -> dict:
+        """What decides the detections besides the checkpoint (the run record of ``--resume``)."""
+        o, p = self.predictor.options, self.predictor
+        return {"scale": round(self.scale, 9), "mode": mode, "tile": None if o.whole else o.tile,
+                "overlap": o.overlap, "score": "auto" if p.score_auto else o.score_threshold, "nms_iou": o.nms_iou,
+                "pre_nms_topk": o.pre_nms_topk, "max_det": o.max_det,
+                "max_det_per_megapixel": o.max_det_per_megapixel, "width_scale": o.width_scale,
+                "length_scale": o.length_scale, "depth": repr(p.depth), "bands": p.bands,
+                "frames": list(self.selection), "track": self.track}
 
     def describe(self) -> str:
         p, o = self.predictor, self.predictor.options
@@ -277,7 +349,7 @@ class PreparedRun:
                 f"{'; tracking' if self.track else ''}\n"
                 f"{rescale}; {how}; device {self.device}{' (float16)' if o.half else ''}\n"
                 f"{score}, NMS IoU {o.nms_iou:g}, {topk} candidates per class before NMS, "
-                f"max {o.max_det} detections/image, "
+                f"max {o.max_det} detections/tile and max({o.max_det}, {o.max_det_per_megapixel:g}/MP)/image, "
                 f"width scale {o.width_scale:g} ({sources.get('width', 'default')}), "
                 f"length scale {o.length_scale:g} ({sources.get('length', 'default')})")
 
@@ -317,12 +389,15 @@ def check_output_location(folder: Path, out_dir: Path) -> None:
 
 
 def find_inputs(source: Path) -> tuple[Path, list[Path], list[Path]]:
-    """``(folder, images, videos)`` of an input: a video file (its folder, no images, the video) or a folder
-    searched recursively; raises :class:`InferenceSetupError` for anything else or a folder with neither."""
+    """``(folder, images, videos)`` of an input: a video file (its folder, no images, the video), an image file
+    (e.g. one orthomosaic: its folder, the image) or a folder searched recursively; raises
+    :class:`InferenceSetupError` for anything else or a folder with neither."""
     if source.is_file() and source.suffix.lower() in VIDEO_EXTENSIONS:
         return source.parent, [], [source]
+    if source.is_file() and source.suffix.lower() in IMAGE_EXTENSIONS:
+        return source.parent, [source], []
     if not source.is_dir():
-        kind = "not a folder or a video file (" + ", ".join(VIDEO_EXTENSIONS) + ")" if source.exists() \
+        kind = "not a folder, an image or a video file (" + ", ".join(VIDEO_EXTENSIONS) + ")" if source.exists() \
             else "not found"
         raise InferenceSetupError(f"input {source} {kind}")
     images = discover_images(source)
@@ -349,7 +424,7 @@ def check_frame_selection(every, start, end, *, videos: bool, track: bool) -> tu
 
 def prepare_run(source, vehicle_width: float, checkpoint, *, out_dir=None, device: str | None = None,
                 detector_loader=load_detector, every: int | None = None, start: int | None = None,
-                end: int | None = None, track: bool = False, **options) -> PreparedRun:
+                end: int | None = None, track: bool = False, clean: bool = True, **options) -> PreparedRun:
     """Validate everything before any image is processed; raises :class:`InferenceSetupError` (one line).
 
     ``source``: a folder of images and/or videos, or one video file. ``every``, ``start``, ``end``: the
@@ -361,7 +436,7 @@ def prepare_run(source, vehicle_width: float, checkpoint, *, out_dir=None, devic
     ``vehicle_width == -1``), the rescale factor (within the options' range; the largest image's size, read
     from its header, is named when it is refused), and that the output folder (default ``<folder>_det``) can
     be created and written. Temporary files that killed writes left in the output folder are then removed
-    (logged with their number).
+    (logged with their number) when ``clean`` (under torchrun only rank 0 cleans, before the others write).
     """
     source = Path(source)
     folder, images, videos = find_inputs(source)
@@ -381,7 +456,7 @@ def prepare_run(source, vehicle_width: float, checkpoint, *, out_dir=None, devic
     except ValueError as exc:
         raise InferenceSetupError(f"{checkpoint}: {exc}") from None
     check_output_dir(out_dir)
-    removed = remove_stale_temporaries(out_dir, recursive=True)
+    removed = remove_stale_temporaries(out_dir, recursive=True) if clean else 0
     if removed:
         logger.info("removed %d temporary file(s) left in %s by an interrupted earlier run", removed, out_dir)
     return PreparedRun(predictor, folder, images, out_dir, scale, vehicle_width,

@@ -33,6 +33,7 @@ from obbdet.inference.options import ImageFailure
 from obbdet.inference.predictor import Detections, Predictor, class_thresholds
 from obbdet.inference.runner import (InferenceSummary, PreparedRun, output_paths, overlay_path, read_ahead,
                                      run_inference)
+from obbdet.inference.sharding import Shard
 from obbdet.io_utils import atomic_output
 from obbdet.structures import ImageLabels
 from obbdet.tracking import TrackerOptions, track_sequence, tracks_csv_rows
@@ -353,22 +354,23 @@ def run_sequences(predictor: Predictor, sequences: Sequence, failures: Sequence 
 
 
 def run_prepared(run: PreparedRun, *, mode: str = "obb", draw: bool = False, progress: bool = True,
-                 tracking: TrackerOptions | None = None) -> InferenceSummary:
-    """Everything ``run`` found: its images (one obb_json each as :func:`run_inference` writes them; each folder
-    of them a tracked sequence with ``run.track``), then its videos. ``tracking``: the tracker's options
-    (default ``TrackerOptions()`` when ``run.track``)."""
+                 tracking: TrackerOptions | None = None, shard: Shard = Shard(), **image_options) -> InferenceSummary:
+    """Everything ``run`` found: its images (one obb_json each as :func:`run_inference` writes them, with
+    ``image_options``: ``window_read_above``, ``gis``, ``resume``; each folder of them a tracked sequence with
+    ``run.track``), then its videos. ``tracking``: the tracker's options (default ``TrackerOptions()`` when
+    ``run.track``). ``shard``: under torchrun, this process's share (whole videos and sequences round-robin)."""
     tracking = (tracking or TrackerOptions()) if run.track else None
     options = dict(selection=run.selection, scale=run.scale, mode=mode, draw=draw, tracking=tracking,
                    progress=progress)
     summary = InferenceSummary()
     if run.images and tracking is not None:
         folders, failures = folder_sequences(run.images, run.folder, run.out_dir, run.predictor.read)
-        summary.add(run_sequences(run.predictor, folders, failures, **options))
+        summary.add(run_sequences(run.predictor, shard.take(folders), failures if shard.is_main else [], **options))
     elif run.images:
         summary.add(run_inference(run.predictor, run.images, run.folder, run.out_dir, scale=run.scale, mode=mode,
-                                  draw=draw, progress=progress))
+                                  draw=draw, progress=progress, shard=shard, **image_options))
     if run.videos:
         taken = list(output_paths(run.images, run.folder, run.out_dir)[0].values())
         videos, failures = video_sequences(run.videos, run.folder, run.out_dir, taken)
-        summary.add(run_sequences(run.predictor, videos, failures, **options))
+        summary.add(run_sequences(run.predictor, shard.take(videos), failures if shard.is_main else [], **options))
     return summary
