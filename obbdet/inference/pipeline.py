@@ -295,7 +295,8 @@ def stream(detector, items: Iterable, scale: float, options: InferenceOptions, *
     ``scale`` replaces the common one for that image), or anything else (e.g. a failure record), which is
     passed through unchanged, in order. ``image`` may be a :class:`WindowedRaster` (read tile by tile). A
     4-tuple ``(key, image, scale, share)`` predicts only the tiles whose indices ``share`` lists (or a
-    :class:`TileShare` selects) and yields a ``partial`` result holding their raw detections, for another process to merge with :func:`finish_job`. Tiles of consecutive images share batches. An out-of-memory
+    :class:`TileShare` selects) and yields a ``partial`` result holding their raw detections, for another
+    process to merge (:func:`finish_shared_job`). Tiles of consecutive images share batches. An out-of-memory
     error in a forward pass fails the images of that batch (each yielded with a reason) and the stream goes on.
     """
     import torch
