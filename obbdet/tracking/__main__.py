@@ -26,7 +26,8 @@ from tqdm import tqdm
 from obbdet.formats import describe_read_error, list_label_files, read_label_files, write_obb_json
 from obbdet.io_utils import remove_stale_temporaries
 from obbdet.tracking.options import GATES, TrackerOptions
-from obbdet.tracking.sequence import sequence_files, track_sequence, write_tracks_csv
+from obbdet.frames import frame_folder
+from obbdet.tracking.sequence import track_sequence, write_tracks_csv
 
 logger = logging.getLogger("obbdet.tracking")
 
@@ -61,6 +62,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _frames(files: list) -> list[tuple[int, Path]]:
+    """``(frame number, path)`` of one sequence's per-frame files (``(stem, path)`` pairs), numbered and ordered
+    like the frames of an image folder (``obbdet.frames.frame_folder``)."""
+    try:
+        return frame_folder(None, [path for _, path in files])
+    except ValueError as exc:
+        raise TrackInputError(str(exc)) from None
+
+
 def find_sequences(det_dir: Path) -> tuple[bool, list[tuple[str, list[tuple[int, Path]]]]]:
     """``(single, [(name, [(frame, path), ...]), ...])``: DET_DIR itself as the one sequence (``single``) when it
     holds .json files, else each sub-folder that does (sorted by name)."""
@@ -68,12 +78,12 @@ def find_sequences(det_dir: Path) -> tuple[bool, list[tuple[str, list[tuple[int,
         raise TrackInputError(f"{det_dir}: no such folder")
     own = list_label_files(det_dir, "obb_json").files
     if own:
-        return True, [(det_dir.name, sequence_files(own))]
+        return True, [(det_dir.name, _frames(own))]
     found = []
     for sub in sorted(p for p in det_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = list_label_files(sub, "obb_json").files
         if files:
-            found.append((sub.name, sequence_files(files)))
+            found.append((sub.name, _frames(files)))
     if not found:
         raise TrackInputError(f"{det_dir}: no obb_json files, neither in it nor in its sub-folders")
     return False, found

@@ -14,8 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -128,16 +126,3 @@ def read_tracks_csv(path) -> dict[int, ImageLabels]:
                                  scores=np.array([r[2] for r in rows]), heading=np.array([r[5] for r in rows]),
                                  extras=[{"track_id": r[1], "speed": r[6]} for r in rows])
     return out
-
-
-def sequence_files(files: list[tuple[str, Path]]) -> list[tuple[int, Path]]:
-    """``(frame number, path)`` of one sequence's per-frame files (``(stem, path)`` pairs), in frame order: the
-    integer stem when every stem is an integer, else the position in natural name order."""
-    if all(stem.isdigit() for stem, _ in files):
-        return sorted((int(stem), path) for stem, path in files)
-    ordered = sorted(files, key=lambda item: _natural_key(item[0]))
-    return [(position, path) for position, (_, path) in enumerate(ordered)]
-
-
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
