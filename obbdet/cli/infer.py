@@ -1,8 +1,10 @@
 """Detect vehicles in (huge) aerial images and videos with a trained obbdet checkpoint.
 
-    python infer.py <folder|video> <vehicle_width> <ckpt> obb|aabb [--out DIR] [--tile 768 --overlap 128 | --whole]
-                    [--batch N] [--score 0.05] [--width-scale F] [--every N --start S --end E] [--track] [--draw]
-                    [--device cpu|cuda] [--half]
+    python infer.py <folder|image|video> <vehicle_width> <ckpt.pt|model.onnx> obb|aabb [--out DIR]
+                    [--tile 768 --overlap 128 | --whole] [--batch N] [--score 0.05] [--width-scale F]
+                    [--every N --start S --end E] [--track] [--draw] [--gis gpkg|geojson|none] [--resume]
+                    [--device cpu|cuda] [--half] [--backend torch|onnxruntime] [--precision fp32|bf16]
+    torchrun --nproc_per_node=G [--nnodes=M ...] infer.py ...      (one process per device, work shared)
 
 Writes one obb_json per image (same relative path and stem) and per video frame (``<video stem>/<frame:06d>``)
 under ``<input>_det/`` unless ``--out`` is given. The same detections come from ``obbdet.Predictor`` in Python;
@@ -42,6 +44,13 @@ videos (.mp4, .avi, .mov, .mkv; the input itself or files in the input folder, b
 --rescale-range LOW,HIGH bounds the rescale factor (default 0.05,8): a vehicle width asking for more or less
   is refused before any image is decoded, naming the size and memory the largest image would take.
 --out must lie outside the input folder (results never mix with the images they came from).
+huge TIFFs (over --window-read-above pixels, default 64 million) are read window by window: memory follows
+  the tile batch, not the mosaic; caps grow with the area (--max-det-per-mp). A georeferenced TIFF also gets
+  <out>/<stem>.gpkg (polygons in the raster's CRS, class, score, length/width in metres, heading, azimuth) or,
+  with --gis geojson, <stem>.geojson in WGS84.
+torchrun: each process takes every W-th image and video; the tiles of huge TIFFs are shared by all and merged
+  by rank 0; one summary. --resume skips images whose obb_json exists and refuses a folder made with another
+  checkpoint or settings (recorded in <out>/.obbdet-infer).
 detections whose centre lies outside the image (in the padding of a tile) are dropped and counted.
 exit codes: 0 every image and frame processed; 1 some images, videos or frames failed (each listed with its
   reason, the others were processed); 2 nothing was run (bad arguments, unusable checkpoint, unwritable output
@@ -136,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of images and/or videos (searched recursively: jpg, png, tif, bmp; mp4, avi, mov, "
                         "mkv), or one video file")
     p.add_argument("vehicle_width", type=_vehicle_width, help="car width in image pixels, or -1 (see below)")
-    p.add_argument("checkpoint", type=Path, help="obbdet checkpoint (.pt)")
+    p.add_argument("checkpoint", type=Path, help="obbdet checkpoint (.pt) or ONNX export (.onnx, tools/export.py)")
     p.add_argument("mode", choices=("obb", "aabb"), help="oriented or axis-aligned output boxes")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <folder>_det)")
     tiling = p.add_mutually_exclusive_group()
@@ -189,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draw", action="store_true", help="also write overlays of the detections")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--half", action="store_true", help="float16 autocast (CUDA only)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                   help="inference backend (default: onnxruntime for a .onnx file, torch otherwise)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="torch backend: float32 or bfloat16 autocast (fast on CPUs with AVX512-BF16/AMX)")
     p.add_argument("--threads", type=_bounded(int, 0, 4096), default=0,
                    help="torch CPU threads (default 0: torch's choice)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -230,7 +243,8 @@ def _run(args, shard, device, inference, sharding, run_prepared, logging_redirec
             args.folder, args.vehicle_width, args.checkpoint, out_dir=args.out, device=device,
             tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
             nms_iou=args.nms_iou, pre_nms_topk=args.pre_nms_topk, max_det=args.max_det,
-            max_det_per_megapixel=args.max_det_per_mp, clean=shard.is_main,
+            max_det_per_megapixel=args.max_det_per_mp, clean=shard.is_main, backend=args.backend,
+            precision=args.precision,
             width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema,
             depth=args.depth, bands=args.bands, every=args.every, start=args.start, end=args.end, track=args.track,
             **rescale_range)

@@ -323,7 +323,8 @@ class PreparedRun:
                 "pre_nms_topk": o.pre_nms_topk, "max_det": o.max_det,
                 "max_det_per_megapixel": o.max_det_per_megapixel, "width_scale": o.width_scale,
                 "length_scale": o.length_scale, "depth": repr(p.depth), "bands": p.bands,
-                "frames": list(self.selection), "track": self.track}
+                "frames": list(self.selection), "track": self.track, "backend": type(p.detector).__name__,
+                "precision": "bf16" if o.bfloat16 else "fp16" if o.half else "fp32"}
 
     def describe(self) -> str:
         p, o = self.predictor, self.predictor.options
@@ -347,7 +348,7 @@ class PreparedRun:
         videos = f" and {len(self.videos)} video(s)" if self.videos else ""
         return (f"{len(self.images)} image(s){sequences}{videos} under {self.folder} -> {self.out_dir}{frames}"
                 f"{'; tracking' if self.track else ''}\n"
-                f"{rescale}; {how}; device {self.device}{' (float16)' if o.half else ''}\n"
+                f"{rescale}; {how}; device {self.device}{' (float16)' if o.half else ' (bfloat16)' if o.bfloat16 else ''}\n"
                 f"{score}, NMS IoU {o.nms_iou:g}, {topk} candidates per class before NMS, "
                 f"max {o.max_det} detections/tile and max({o.max_det}, {o.max_det_per_megapixel:g}/MP)/image, "
                 f"width scale {o.width_scale:g} ({sources.get('width', 'default')}), "
