@@ -46,13 +46,23 @@ class Path:
     def index(self, s: float) -> int:
         return int(np.clip(np.searchsorted(self.s, s, side="right") - 1, 0, len(self.s) - 2))
 
-    def pose(self, s: float) -> tuple[float, float, float]:
-        """``(x, y, heading)`` at distance ``s`` (clamped to the route)."""
+    def point(self, s: float) -> np.ndarray:
+        """The point ``[2]`` at distance ``s``; beyond either end, straight on along the end's heading."""
+        if s <= 0.0 or s >= self.length:
+            end = 0 if s <= 0.0 else -1
+            h = self.heading[end]
+            return self.points[end] + (s - self.s[end]) * np.array([math.cos(h), math.sin(h)])
         i = self.index(s)
-        seg = self.s[i + 1] - self.s[i]
-        f = float(np.clip((s - self.s[i]) / seg, 0.0, 1.0)) if seg > 0 else 0.0
-        x, y = self.points[i] + (self.points[i + 1] - self.points[i]) * f
-        return float(x), float(y), float(self.heading[i])
+        f = (s - self.s[i]) / (self.s[i + 1] - self.s[i])
+        return self.points[i] + (self.points[i + 1] - self.points[i]) * f
+
+    def body(self, s: float, length: float) -> tuple[float, float, float]:
+        """``(cx, cy, heading)`` of a body ``length`` px long whose centre is at distance ``s``: its front and
+        rear ends on the route (as a vehicle's axles roughly are), so on a curve it cuts slightly inside
+        instead of swinging its ends out over the next lane."""
+        front, rear = self.point(s + length / 2), self.point(s - length / 2)
+        cx, cy = (front + rear) / 2
+        return float(cx), float(cy), float(math.atan2(front[1] - rear[1], front[0] - rear[0]))
 
     def cap_ahead(self, s: float, distance: float) -> tuple[float, float]:
         """The lowest speed cap within ``distance`` ahead of ``s`` and how far ahead it starts."""
@@ -151,11 +161,11 @@ def _hermite(a: np.ndarray, da: np.ndarray, b: np.ndarray, db: np.ndarray, n: in
 
 
 def park_route(start: Lane, road: Road, stall_centre: np.ndarray, stall_angle: float, approach: float,
-               cap: float, ppm: float) -> Path | None:
+               cap: float, ppm: float, straight_in: float = 0.0) -> Path | None:
     """From ``start`` into a stall (``stall_angle`` from its aisle into it) of a lot whose aisles open onto
     ``road``: the lane, a turn into the aisle's mouth at the kerb, along the aisle, a turn nose first into the
-    stall (smooth cubic Hermite curves), ending at the stall centre. None when the aisle does not face the
-    road or the stall lies behind the lane's start."""
+    stall (smooth cubic Hermite curves), ending at the stall centre after ``straight_in`` px straight on.
+    None when the aisle does not face the road or the stall lies behind the lane's start."""
     centre = np.asarray(stall_centre, np.float64)
     e = np.array([math.cos(stall_angle), math.sin(stall_angle)])
     q = centre - approach * e  # in the aisle, abreast of the stall
@@ -173,9 +183,10 @@ def park_route(start: Lane, road: Road, stall_centre: np.ndarray, stall_angle: f
     turn_in = q + a * approach
     if t_leave <= start.t0 + 2 * ppm or float((turn_in - mouth) @ -a) < ppm:
         return None
-    leave = start.at(t_leave)
+    leave, inside = start.at(t_leave), centre - straight_in * e
     return Path([(np.stack([start.at(start.t0), leave]), math.inf), (_hermite(leave, start.d, mouth, -a), cap * 0.7),
-                 (np.stack([mouth, turn_in]), cap), (_hermite(turn_in, -a, centre, e), cap * 0.5)])
+                 (np.stack([mouth, turn_in]), cap), (_hermite(turn_in, -a, inside, e), cap * 0.5),
+                 (np.stack([inside, centre]), cap * 0.5)])
 
 
 def junction_span(path: Path, roads: list[Road]) -> tuple[float, float] | None:

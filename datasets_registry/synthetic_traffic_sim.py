@@ -61,7 +61,7 @@ class Mover:
     parked: bool = False
 
     def place(self) -> None:
-        self.veh.cx, self.veh.cy, self.veh.heading = self.path.pose(self.s)
+        self.veh.cx, self.veh.cy, self.veh.heading = self.path.body(self.s, self.veh.length)
 
 
 class Traffic:
@@ -77,9 +77,9 @@ class Traffic:
         self.next_id = first_id
         self.stalls = list(world.free_stalls)
         # parking routes may not touch parked vehicles, obstacles or the stalls other parkers are heading for,
-        # and their stall may not lie on another parker's way (``swept``)
+        # and their stall may not lie on another parker's way: track id -> (stall, its footprint, swept mask)
         self.blocked = ((self.scene.occupied > 0) | (self.scene.obstacle > 0)).astype(np.uint8)
-        self.swept = np.zeros_like(self.blocked)
+        self.reserved: dict[int, tuple] = {}
         self.accel, self.brake = params.accel * ppm, params.brake * ppm
         self.turn_speed = params.turn_speed * ppm
         self.frame = 0
@@ -97,6 +97,7 @@ class Traffic:
         elif x < self.p.p_park + self.p.p_right + self.p.p_left:
             right = x < self.p.p_park + self.p.p_right
             radius = scene.m(rng.uniform(5.0, 7.0) if right else rng.uniform(9.0, 12.0))
+            radius = max(radius, 0.9 * veh.length)  # long vehicles swing wide (a rigid box on the arc)
             path = turn_route(scene, self.world.roads, entry, right, radius, self.turn_speed, self.margin)
             if path is not None:
                 return path, False
@@ -110,21 +111,32 @@ class Traffic:
         order = np.argsort(np.array(near) + self.rng.uniform(0, scene.m(6), len(near)))[:12]
         for i in order:
             centre, angle = self.stalls[i]
-            path = park_route(entry, road, centre, angle, scene.m(5.5), self.turn_speed, scene.ppm)
+            path = park_route(entry, road, centre, angle, scene.m(5.5), self.turn_speed, scene.ppm, veh.length / 2)
             if path is None or junction_span(path, self.world.roads) is not None:  # lots before the junction
                 continue
             swept = np.zeros_like(self.blocked)
             off_lane = path.points[np.isfinite(path.cap)]
             thick = max(int(round(veh.width + scene.m(0.5))), 1)
             cv2.polylines(swept, [np.round(off_lane).astype(np.int32).reshape(-1, 1, 2)], False, 1, thick)
-            x, y, heading = path.pose(path.length)
+            x, y, heading = path.body(path.length, veh.length)
             final = replace(veh, cx=x, cy=y, heading=heading).poly(scene.m(0.2))
-            if not (swept & self.blocked).any() and not mask_hits(self.swept, final):
-                del self.stalls[i]
-                mark(self.blocked, final)
-                self.swept |= swept
+            if self._reservable(swept, final):
+                self.reserved[self.next_id] = (self.stalls.pop(i), final, swept)
                 return path
         return None
+
+    def _reservable(self, swept: np.ndarray, final: np.ndarray) -> bool:
+        taken = self.blocked.copy()
+        for _, poly, _ in self.reserved.values():
+            mark(taken, poly)
+        if (swept & taken).any():
+            return False
+        return not any(way is not None and mask_hits(way, final) for _, _, way in self.reserved.values())
+
+    def _release(self, mover: Mover) -> None:
+        """Give back the stall of a parker that is not used."""
+        stall, _, _ = self.reserved.pop(mover.track_id)
+        self.stalls.append(stall)
 
     def spawn(self, entry_index: int, s: float = 0.0) -> Mover:
         rng, scene = self.rng, self.scene
@@ -158,15 +170,10 @@ class Traffic:
                         mover.claimed = mover.released = mover.stop_done = True
                     self.movers.append(mover)
                 else:
-                    self.next_id -= 1  # not used: the next vehicle takes its id
                     if mover.parks:
-                        self.stalls.append(self._stall_of(mover))
+                        self._release(mover)
+                    self.next_id -= 1  # not used: the next vehicle takes its id
                 s += length + scene.m(self.rng.uniform(8, 40))
-
-    @staticmethod
-    def _stall_of(mover: Mover) -> tuple:
-        end = mover.path.points[-1]
-        return end, float(mover.path.heading[-1])
 
     def _enter(self) -> None:
         scene = self.scene
@@ -259,7 +266,7 @@ class Traffic:
         ahead = {m.track_id: self._obstacles_ahead(m, self.movers) for m in driving}
         blockers = {m.track_id: {o.track_id for o, _ in ahead[m.track_id]} for m in driving}
         for m in driving:
-            limit = self._limit(m, scene.m(1.0))
+            limit = self._limit(m, scene.m(3.5))  # stop lines 3.5 m before the junction
             for o, free in ahead[m.track_id]:
                 if m.track_id in blockers.get(o.track_id, ()) and m.track_id < o.track_id:
                     continue  # two vehicles waiting for each other: the older one goes first
@@ -273,7 +280,12 @@ class Traffic:
             m.speed = step
             if m.parks and m.s >= m.path.length - 1e-6:
                 m.parked, m.speed = True, 0.0
+                stall, final, _ = self.reserved[m.track_id]
+                self.reserved[m.track_id] = (stall, final, None)  # arrived: its way is free again
             m.place()
-        self.movers = [m for m in self.movers if m.parks or m.s < m.path.length]
+        gone = {m.track_id for m in self.movers if not m.parks and m.s >= m.path.length}
+        if gone:
+            self.movers = [m for m in self.movers if m.track_id not in gone]
+            self._conflicts = {k: v for k, v in self._conflicts.items() if not gone & set(k)}
         self.frame += 1
         self._enter()
