@@ -111,6 +111,11 @@ class LossConfig:
     angle_weight: float = 20.0
     heading_weight: float = 5.0
     difficult: str = "positive"  # "positive": train on difficult GT; "ignore": their anchors are ignored
+    box_loss: str = "huber"  # huber (deltas only) | probiou | kld | gwd | riou: a loss on the overlap of the decoded
+    # box with its GT box (loss_iou, see obbdet.model.box_losses), beside or instead of the Huber terms
+    box_loss_weight: float = 5.0  # weight of loss_iou
+    keep_huber: bool = True  # with an overlap box_loss: keep the Huber box and angle terms beside it
+    quality: str = "none"  # none | qfl | varifocal: positives' class target = IoU of their decoded box (detached)
 
 
 @dataclass(frozen=True)
@@ -369,6 +374,8 @@ _CHOICES = {
     ("schedule", "name"): ("cosine", "multistep", "plateau", "onecycle", "constant"),
     ("loss", "difficult"): ("positive", "ignore"),
     ("loss", "assigner"): ("atss", "iou"),
+    ("loss", "box_loss"): ("huber", "probiou", "kld", "gwd", "riou"),
+    ("loss", "quality"): ("none", "qfl", "varifocal"),
 }
 
 
@@ -409,6 +416,11 @@ def validate_config(cfg: RunConfig) -> None:
                               "for every image), not both")
     if not 0.0 <= cfg.loss.unmatch_iou <= cfg.loss.match_iou <= 1.0:
         raise ConfigError("config: need 0 <= loss.unmatch_iou <= loss.match_iou <= 1")
+    if cfg.loss.box_loss_weight < 0:
+        raise ConfigError("config: loss.box_loss_weight must be >= 0")
+    if cfg.loss.box_loss == "huber" and not cfg.loss.keep_huber:
+        raise ConfigError("config: loss.keep_huber=false needs an overlap loss.box_loss (probiou, kld, gwd, riou); "
+                          "with huber there would be no box loss")
 
 
 def config_to_dict(cfg: RunConfig) -> dict:

@@ -69,7 +69,7 @@ def test_forward_shapes_and_finite_losses(detector, tiny_cfg):
     targets = [_target([[40, 50, 30, 12, 0.3], [90, 90, 20, 19, 1.0]], [0, 1], heading=[0.3, float("nan")]),
                _target(torch.zeros(0, BOX_DIM))]
     losses = criterion(outputs, targets, detector.anchors_for(128, 128))
-    assert set(losses) == {"loss", "loss_cls", "loss_box", "loss_angle", "loss_heading"}
+    assert set(losses) == {"loss", "loss_cls", "loss_box", "loss_angle", "loss_iou", "loss_heading"}
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_box"] > 0 and losses["loss_angle"] > 0 and losses["loss_heading"] > 0
     losses["loss"].backward()

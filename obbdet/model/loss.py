@@ -1,9 +1,10 @@
 """The criterion: anchor labeling + focal classification + box, angle and heading regression.
 
-Losses come back as a named dict (``loss_cls``, ``loss_box``, ``loss_angle``, ``loss_heading``) and their weighted
-sum ``loss``. All terms are normalized by the number of positive anchors in the batch, as in effdet.
+Losses come back as a named dict (``loss_cls``, ``loss_box``, ``loss_angle``, ``loss_iou``, ``loss_heading``) and
+their weighted sum ``loss``. All terms are normalized by the number of positive anchors in the batch, as in effdet.
 
-- ``loss_cls``: sigmoid focal loss over non-ignored anchors.
+- ``loss_cls``: sigmoid focal loss over non-ignored anchors; with ``loss.quality`` ``qfl`` or ``varifocal`` the
+  target of a positive is the IoU of its decoded prediction with its GT box (``obbdet.model.quality``).
 - ``loss_box``: Huber on the deltas of ``obbdet.model.coder`` (centre offsets, log long side, log short side).
   For GT objects whose angle is unknown (``angle_known`` False: labelled by an axis-aligned box only) the
   predicted OBB's axis-aligned hull ``(w |cos a| + h |sin a|, w |sin a| + h |cos a|)`` is regressed onto the
@@ -15,6 +16,12 @@ sum ``loss``. All terms are normalized by the number of positive anchors in the 
   vanishes and the loss is the same for ``a`` and ``a + 90 deg`` (both describe it); the weight goes to zero
   continuously, so the loss stays continuous as a box becomes square. Objects of unknown angle contribute
   none (their le90 box says angle 0 or -pi/2 only because an AABB was stored as a box).
+- ``loss_iou``: ``loss.box_loss`` other than ``huber``: a loss on the overlap of the decoded predicted box with
+  its GT box (``probiou``, ``kld``, ``gwd``, ``riou``: ``obbdet.model.box_losses``), for GT of known angle; it
+  covers centre, sides and angle (periodic in pi, indifferent to a square's angle). ``loss.keep_huber`` keeps
+  ``loss_box`` and ``loss_angle`` beside it; without, objects of known angle are localized by ``loss_iou``
+  only (objects of unknown angle keep their hull term in ``loss_box``: an overlap with an AABB label would pull
+  every box axis-aligned). 0 with ``huber``.
 - ``loss_heading``: Huber on ``(cos h, sin h)`` for GT with a known heading (only with a heading head).
 """
 from __future__ import annotations
@@ -24,8 +31,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from obbdet.boxes import xywha_to_aabb
-from obbdet.model.anchors import AnchorSet, label_anchors, label_anchors_atss
-from obbdet.model.coder import anchor_centre_size, decode_sizes, encode_xywha, heading_to_vec
+from obbdet.iou import box_iou_rotated
+from obbdet.model.anchors import AnchorSet, aligned_box_iou, label_anchors, label_anchors_atss
+from obbdet.model.box_losses import OVERLAP_LOSSES, overlap_loss
+from obbdet.model.coder import anchor_centre_size, decode_sizes, decode_xywha, encode_xywha, heading_to_vec
+from obbdet.model.quality import QUALITY_MODES, quality_focal_loss, varifocal_loss
 
 ANISOTROPY_FULL = 0.1  # (w-h)/(w+h) at which the angle term reaches full weight (aspect ratio ~1.22)
 # Predicted angle vectors shorter than this are scaled by 1 / HULL_MIN_NORM instead of normalized, so the hull
@@ -33,7 +43,8 @@ ANISOTROPY_FULL = 0.1  # (w-h)/(w+h) at which the angle term reaches full weight
 # known-angle term trains the vectors to unit length, where the hull is exactly the decoded box's.
 HULL_MIN_NORM = 0.5
 _MIN_SQUARED_EXTENT = 1e-12  # (anchor scales)^2: keeps log() finite for absurdly small predicted sides
-LOSS_NAMES = ("loss_cls", "loss_box", "loss_angle", "loss_heading")
+LOSS_NAMES = ("loss_cls", "loss_box", "loss_angle", "loss_iou", "loss_heading")
+BOX_LOSSES = ("huber",) + OVERLAP_LOSSES
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -121,14 +132,23 @@ class OBBCriterion(nn.Module):
     def __init__(self, num_classes: int, match_iou: float = 0.5, unmatch_iou: float = 0.4,
                  focal_alpha: float = 0.25, focal_gamma: float = 1.5, huber_delta: float = 0.1,
                  box_weight: float = 50.0, angle_weight: float = 20.0, heading_weight: float = 5.0,
-                 difficult: str = "positive", assigner: str = "atss", atss_topk: int = 9):
+                 difficult: str = "positive", assigner: str = "atss", atss_topk: int = 9,
+                 box_loss: str = "huber", box_loss_weight: float = 5.0, keep_huber: bool = True,
+                 quality: str = "none"):
         super().__init__()
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
+        if quality not in QUALITY_MODES:
+            raise ValueError(f"quality must be one of {', '.join(QUALITY_MODES)}, got {quality!r}")
+        if box_loss == "huber" and not keep_huber:
+            raise ValueError("box_loss=huber with keep_huber=False leaves no box loss")
+        self.box_loss, self.keep_huber, self.quality = box_loss, keep_huber, quality
         self.num_classes = num_classes
         self.match_iou, self.unmatch_iou = match_iou, unmatch_iou
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.huber_delta = huber_delta
         self.weight_dict = {"loss_cls": 1.0, "loss_box": box_weight, "loss_angle": angle_weight,
-                            "loss_heading": heading_weight}
+                            "loss_iou": box_loss_weight, "loss_heading": heading_weight}
         self.ignore_difficult = difficult == "ignore"
         if assigner not in ("atss", "iou"):
             raise ValueError(f"assigner must be 'atss' or 'iou', got {assigner!r}")
@@ -141,7 +161,9 @@ class OBBCriterion(nn.Module):
                    focal_alpha=loss_cfg.focal_alpha, focal_gamma=loss_cfg.focal_gamma,
                    huber_delta=loss_cfg.huber_delta, box_weight=loss_cfg.box_weight,
                    angle_weight=loss_cfg.angle_weight, heading_weight=loss_cfg.heading_weight,
-                   difficult=loss_cfg.difficult, assigner=loss_cfg.assigner, atss_topk=loss_cfg.atss_topk)
+                   difficult=loss_cfg.difficult, assigner=loss_cfg.assigner, atss_topk=loss_cfg.atss_topk,
+                   box_loss=loss_cfg.box_loss, box_loss_weight=loss_cfg.box_loss_weight,
+                   keep_huber=loss_cfg.keep_huber, quality=loss_cfg.quality)
 
     def _huber(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.huber_loss(pred, target, reduction="none", delta=self.huber_delta)
@@ -167,13 +189,28 @@ class OBBCriterion(nn.Module):
         positive = labels >= 0
         num_pos = positive.sum().clamp(min=1).float()
 
+        regression, quality = self._regression_losses(outputs, targets, anchors, positive, matched, num_pos)
         cls_targets = F.one_hot(labels.clamp(min=0), num_classes).float() * positive[..., None]
-        focal = sigmoid_focal_loss(cls_logits, cls_targets, self.focal_alpha, self.focal_gamma)
+        if self.quality == "none":
+            focal = sigmoid_focal_loss(cls_logits, cls_targets, self.focal_alpha, self.focal_gamma)
+        else:
+            focal = self._quality_cls_loss(cls_logits, cls_targets, labels, positive, quality)
         valid = (labels != -2).float()[..., None]  # IGNORED anchors contribute nothing
         losses = {"loss_cls": (focal * valid).sum() / num_pos}
-        losses.update(self._regression_losses(outputs, targets, anchors, positive, matched, num_pos))
+        losses.update(regression)
         losses["loss"] = sum(self.weight_dict[name] * losses[name] for name in LOSS_NAMES)
         return losses
+
+    def _quality_cls_loss(self, cls_logits, cls_targets, labels, positive, quality):
+        """QFL / varifocal (``obbdet.model.quality``): the positives' class targets are their IoU ``quality``
+        ``[P]`` (in the order of ``positive.nonzero()``; None when there are no positives)."""
+        pos_entries = cls_targets > 0
+        if quality is not None:
+            img_idx, anchor_idx = positive.nonzero(as_tuple=True)
+            cls_targets = cls_targets.index_put((img_idx, anchor_idx, labels[img_idx, anchor_idx]), quality)
+        if self.quality == "qfl":
+            return quality_focal_loss(cls_logits, cls_targets, pos_entries, self.focal_alpha, self.focal_gamma)
+        return varifocal_loss(cls_logits, cls_targets, self.focal_alpha, self.focal_gamma)
 
     def _gather_positives(self, targets, anchors_xyxy, positive, matched):
         """Per-positive GT rows and flags, in the order of ``positive.nonzero()``."""
@@ -188,19 +225,27 @@ class OBBCriterion(nn.Module):
             angle_known.append(_target_angle_known(target, positive.device)[sel])
         return img_idx, anchor_idx, torch.cat(boxes), torch.cat(heading), torch.cat(angle_known)
 
-    def _regression_losses(self, outputs, targets, anchors_xyxy, positive, matched, num_pos) -> dict:
+    def _regression_losses(self, outputs, targets, anchors_xyxy, positive, matched, num_pos):
+        """(named regression losses, IoU ``[P]`` of each positive's decoded prediction with its GT, detached;
+        None unless ``quality`` asks for it or without positives)."""
         zero = outputs["box_deltas"].sum() * 0.0  # keeps the graph (DDP needs every output used)
-        losses = {"loss_box": zero, "loss_angle": zero + outputs["angle_vec"].sum() * 0.0, "loss_heading": zero}
+        angle_zero = zero + outputs["angle_vec"].sum() * 0.0
+        losses = {"loss_box": zero, "loss_angle": angle_zero, "loss_iou": angle_zero, "loss_heading": zero}
         if "heading_vec" in outputs:
             losses["loss_heading"] = zero + outputs["heading_vec"].sum() * 0.0
         if not positive.any():
-            return losses
+            return losses, None
         img_idx, anchor_idx, gt_boxes, gt_heading, angle_known = self._gather_positives(
             targets, anchors_xyxy, positive, matched)
         anchors = anchors_xyxy[anchor_idx]
         pred_deltas = outputs["box_deltas"][img_idx, anchor_idx].float()
         pred_angle = outputs["angle_vec"][img_idx, anchor_idx].float()
         gt_deltas, gt_angle = encode_xywha(gt_boxes, anchors)
+        quality = self._quality(pred_deltas, pred_angle, anchors, gt_boxes, angle_known)
+        if self.box_loss != "huber" and angle_known.any():
+            term = self._overlap_term(pred_deltas[angle_known], pred_angle[angle_known], anchors[angle_known],
+                                      gt_boxes[angle_known])
+            losses["loss_iou"] = losses["loss_iou"] + term.sum() / num_pos
 
         # known angle: deltas of the box itself; unknown angle: deltas of the predicted box's axis-aligned hull
         # against the labelled AABB. The hull is computed for those rows only, so the other rows' values (and
@@ -210,11 +255,15 @@ class OBBCriterion(nn.Module):
             pred_deltas = pred_deltas.index_put(
                 (unknown,), aabb_extent_deltas(pred_deltas[unknown], pred_angle[unknown]))
             gt_deltas = gt_deltas.index_put((unknown,), aabb_target_deltas(gt_boxes[unknown], anchors[unknown]))
-        losses["loss_box"] = losses["loss_box"] + self._huber(pred_deltas, gt_deltas).sum() / (num_pos * 4)
+        box_term = self._huber(pred_deltas, gt_deltas)
+        if not self.keep_huber:  # the overlap loss localizes objects of known angle
+            box_term = box_term * unknown[:, None].float()
+        losses["loss_box"] = losses["loss_box"] + box_term.sum() / (num_pos * 4)
 
-        weight = angle_weight(gt_boxes) * angle_known.float()
-        angle_term = self._huber(pred_angle, gt_angle).sum(-1) * weight
-        losses["loss_angle"] = losses["loss_angle"] + angle_term.sum() / (num_pos * 2)
+        if self.keep_huber:
+            weight = angle_weight(gt_boxes) * angle_known.float()
+            angle_term = self._huber(pred_angle, gt_angle).sum(-1) * weight
+            losses["loss_angle"] = losses["loss_angle"] + angle_term.sum() / (num_pos * 2)
 
         if "heading_vec" in outputs:
             known = torch.isfinite(gt_heading)
@@ -222,4 +271,23 @@ class OBBCriterion(nn.Module):
                 pred_heading = outputs["heading_vec"][img_idx[known], anchor_idx[known]].float()
                 term = self._huber(pred_heading, heading_to_vec(gt_heading[known])).sum()
                 losses["loss_heading"] = losses["loss_heading"] + term / (num_pos * 2)
-        return losses
+        return losses, quality
+
+    def _overlap_term(self, pred_deltas, pred_angle, anchors, gt_boxes) -> torch.Tensor:
+        """``loss.box_loss`` ``[N]`` of the predictions decoded from deltas ``[N, 4]`` and angle vectors ``[N, 2]``
+        on anchors ``[N, 4]`` against GT boxes ``[N, 5]``."""
+        xa, ya, wa, ha, scale = anchor_centre_size(anchors.float())
+        centre = torch.stack([pred_deltas[:, 0] * wa + xa, pred_deltas[:, 1] * ha + ya], dim=-1)
+        sides = torch.stack(decode_sizes(pred_deltas, scale), dim=-1)
+        return overlap_loss(self.box_loss, centre, sides, pred_angle, gt_boxes)
+
+    @torch.no_grad()
+    def _quality(self, pred_deltas, pred_angle, anchors, gt_boxes, angle_known):
+        """IoU ``[N]`` of decoded predictions with their GT (exact rotated IoU; for GT of unknown angle the IoU of
+        the prediction's axis-aligned hull with the labelled AABB), or None when ``quality`` is ``none``."""
+        if self.quality == "none":
+            return None
+        pred = decode_xywha(pred_deltas.detach(), pred_angle.detach(), anchors)
+        iou = box_iou_rotated(pred, gt_boxes.float(), aligned=True)
+        hull_iou = aligned_box_iou(xywha_to_aabb(pred), xywha_to_aabb(gt_boxes.float()))
+        return torch.where(angle_known, iou, hull_iou).clamp(0, 1)
