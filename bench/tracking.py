@@ -19,7 +19,8 @@
    tiles, the detector (in-process Predictor, infer.py's options) run on the mosaic image.
 
     .venv/bin/python bench/tracking.py [--checkpoint runs/quickstart/best-checkpoint-011epoch.pt]
-        [--sequences 3] [--frames 120] [--size 768] [--seed 2000] [--figure docs/video_tracking.png]
+        [--sequences 3] [--frames 120] [--size 768] [--seed 2000] [--camera-jitter 0]
+        [--figure docs/video_tracking.png]
 
 ``--figure`` draws one tracked frame (boxes, track ids, heading arrows; cropped and enlarged) to a PNG.
 """
@@ -75,14 +76,16 @@ def checkpoint_key(path: Path) -> str:
 
 def render(args, vehicle_width: float) -> tuple[Path, dict]:
     """The sequences (frames, labels, videos, manifest), rendered once per parameter set."""
-    folder = CACHE / f"seed{args.seed}_{args.sequences}x{args.frames}_{args.size}px_w{vehicle_width:.2f}"
+    shake = f"_shake{args.camera_jitter:g}" if args.camera_jitter else ""
+    folder = CACHE / f"seed{args.seed}_{args.sequences}x{args.frames}_{args.size}px_w{vehicle_width:.2f}{shake}"
     manifest_path = folder / MANIFEST_NAME
     if manifest_path.is_file():
         return folder, json.loads(manifest_path.read_text())
     if folder.exists():  # an interrupted render
         shutil.rmtree(folder)
     manifest = generate_traffic_sequences(folder, args.sequences, args.frames, args.seed, width=args.size,
-                                          height=args.size, vehicle_width=vehicle_width, workers=2)
+                                          height=args.size, vehicle_width=vehicle_width, workers=2,
+                                          camera_jitter=args.camera_jitter)
     return folder, manifest
 
 
@@ -332,6 +335,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--size", type=int, default=768)
     parser.add_argument("--seed", type=int, default=2000)
+    parser.add_argument("--camera-jitter", type=float, default=0.0, metavar="PX",
+                        help="camera shake of the rendered sequences, px (default 0: a still camera)")
     parser.add_argument("--figure", type=Path, default=None, help="write one tracked frame as a PNG")
     parser.add_argument("--figure-frame", default=None, metavar="SEQ:FRAME", help="the frame drawn (default: "
                         "the one with the most moving tracks)")
@@ -345,7 +350,7 @@ def main(argv=None) -> int:
 
     data, manifest = render(args, width)
     print(f"sequences: {data} ({manifest['width']}x{manifest['height']}, seed {manifest['seed']}, vehicle width "
-          f"{width} px)")
+          f"{width} px, camera shake {args.camera_jitter:g} px)")
     for s in manifest["sequences"]:
         print(f"  {s['name']}: {s['frames']} frames, {s['tracks']} tracks ({s['moving_vehicles']} moving, "
               f"{s['parked_vehicles']} parked), {s['occlusion_frames']} frames with occlusions, {s['objects']} "
