@@ -315,12 +315,12 @@ def test_config_keys():
         ("kld", "qfl", False, 2.0)
     default = resolve_config(None, [])
     assert (default.loss.box_loss, default.loss.quality, default.loss.keep_huber) == ("huber", "none", True)
-    with pytest.raises(ConfigError, match="loss.box_loss='giou' is not one of huber, probiou, kld, gwd, riou"):
-        resolve_config(None, ["loss.box_loss=giou"])
-    with pytest.raises(ConfigError, match="loss.quality='iou' is not one of none, qfl, varifocal"):
-        resolve_config(None, ["loss.quality=iou"])
-    with pytest.raises(ConfigError, match="keep_huber=false needs an overlap"):
-        resolve_config(None, ["loss.keep_huber=false"])
+    refused = {"loss.box_loss=giou": "loss.box_loss='giou' is not one of huber, probiou, kld, gwd, riou",
+               "loss.quality=iou": "loss.quality='iou' is not one of none, qfl, varifocal",
+               "loss.keep_huber=false": "keep_huber=false needs an overlap", "box_loss_weight=-1": "must be >= 0"}
+    for override, message in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            resolve_config(None, [override])
 
 
 SMOKE_RUNS = [  # every box loss and every quality mode at least once

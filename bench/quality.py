@@ -1,0 +1,212 @@
+"""Which localization loss gives the best boxes? Train each candidate, detect a fixed test set, compare mAP at strict IoU.
+
+    python bench/quality.py                                   # every candidate, quickstart budget each
+    python bench/quality.py --only huber,riou+qfl             # some of them
+    python bench/quality.py --budget-minutes 60               # start no training that would end past 60 min
+    python bench/quality.py --config tiny --test-scenes 5 train.epochs=1   # smoke run of the whole path
+
+Each candidate is one ``python train.py quality-<name> <seed>`` run with the same config (``--config``, default
+the quickstart defaults), the same seed and its own ``loss.*`` overrides (the ``key=value`` arguments given here
+apply to every candidate). A fixed test set of ``--test-scenes`` synthetic scenes (``tools/make_synthetic.py
+--split test --seed 4242``, a split and seed training never uses, at the training scenes' size) is detected
+with ``infer.py`` and each run's best checkpoint at the scenes' own resolution, and scored with
+``python -m eval.pascalvoc``. One table: mAP at IoU 0.50 / 0.75 / 0.85 / 0.90 / 0.95 and 50-95 per candidate and
+its training minutes (wall time of ``train.py``, validation included); ``*`` marks the row whose loss settings
+are the current defaults (``obbdet.config.LossConfig``).
+
+Piecewise: everything lands in ``--work-dir`` (default ``runs/quality_bench``). A candidate whose result is
+there already is not trained again (a different config, seed or test set is refused: use another work dir);
+an interrupted training is continued with ``train.py --resume``. ``--budget-minutes`` stops starting new
+trainings once the next one would, at the slowest training seen so far, end past the budget.
+
+Cost: each candidate trains for the quickstart budget, about 13-14 minutes on 2 CPU cores, so a full run of
+the N candidates takes about N x 14 minutes (7 candidates: ~1 h 40 min), plus a minute for the test set.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TEST_SEED = 4242  # never a training seed: training scenes use data.synthetic_seed (0) with splits train / val
+THRESHOLDS = ("0.50", "0.75", "0.85", "0.90", "0.95", "50-95")
+# name -> loss overrides. Huber: box deltas + angle vector (the previous default); "+": beside the Huber terms;
+# no "huber" in the name: instead of them (loss.keep_huber=false).
+CANDIDATES = {
+    "huber": [],
+    "huber+qfl": ["loss.quality=qfl"],
+    "huber+probiou": ["loss.box_loss=probiou"],
+    "huber+kld": ["loss.box_loss=kld"],
+    "huber+kld+qfl": ["loss.box_loss=kld", "loss.quality=qfl"],
+    "gwd": ["loss.box_loss=gwd", "loss.keep_huber=false"],
+    "riou+qfl": ["loss.box_loss=riou", "loss.keep_huber=false", "loss.quality=qfl"],
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="comma list of candidates (default: all): " + ", ".join(CANDIDATES))
+    parser.add_argument("--budget-minutes", type=float, default=0.0,
+                        help="start no training that would end past this many minutes (0: no limit)")
+    parser.add_argument("--test-scenes", type=int, default=100, help="synthetic test scenes (default 100)")
+    parser.add_argument("--config", default=None, help="train.py --config for every candidate (default: quickstart)")
+    parser.add_argument("--seed", type=int, default=167, help="train.py seed, the same for every candidate")
+    parser.add_argument("--work-dir", default=str(ROOT / "runs" / "quality_bench"))
+    parser.add_argument("--threads", type=int, default=0, help="infer.py --threads (0: torch's choice)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every candidate's training")
+    args = parser.parse_intermixed_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        parser.error(f"unknown candidate(s) {', '.join(unknown)}; valid: {', '.join(CANDIDATES)}")
+    if args.test_scenes <= 0:
+        parser.error("--test-scenes must be > 0")
+    args.names = names
+    return args
+
+
+def _run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` with its output appended to ``log``; minutes taken. Raises on failure, naming the log."""
+    start = time.monotonic()
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT), NO_ALBUMENTATIONS_UPDATE="1"))
+    if rc != 0:
+        raise RuntimeError(f"{cmd[1]} failed (exit {rc}); see {log}")
+    return (time.monotonic() - start) / 60
+
+
+def resolved_loss(args, name: str):
+    """The resolved config of candidate ``name`` (type-checked now, before anything trains)."""
+    from obbdet.config import resolve_config
+
+    return resolve_config(args.config, [*args.overrides, *CANDIDATES[name]])
+
+
+def is_default(cfg) -> bool:
+    from obbdet.config import LossConfig
+
+    return cfg.loss == LossConfig()
+
+
+def make_test_set(args, work: Path, scene_size: int) -> Path:
+    test = work / f"test_{args.test_scenes}"
+    _run([sys.executable, "tools/make_synthetic.py", str(test), "--n", str(args.test_scenes), "--seed",
+          str(TEST_SEED), "--split", "test", "--width", str(scene_size), "--height", str(scene_size), "--quiet"],
+         work / "test_set.log")
+    return test
+
+
+def _best_checkpoint(run_dir: Path) -> Path:
+    found = sorted(run_dir.glob("best-checkpoint-*epoch.pt"))
+    if not found:
+        raise RuntimeError(f"{run_dir}: no best-checkpoint-*epoch.pt (did the training evaluate?)")
+    return found[-1]
+
+
+def train(args, name: str, work: Path) -> float:
+    """Train candidate ``name`` (continuing an interrupted run); minutes of wall time, earlier parts included."""
+    run_name = f"quality-{name}"
+    run_dir = work / "runs" / run_name
+    marker = run_dir / "trained.json"
+    if marker.is_file():
+        return json.loads(marker.read_text())["minutes"]
+    earlier = float((run_dir / "partial_minutes.txt").read_text()) if (run_dir / "partial_minutes.txt").is_file() else 0
+    cmd = [sys.executable, "train.py", run_name, str(args.seed), "--no-progress"]
+    cmd += ["--config", args.config] if args.config else []
+    cmd += ["--resume"] if (run_dir / "last.pt").is_file() else []
+    cmd += [f"train.out_dir={work / 'runs'}", *args.overrides, *CANDIDATES[name]]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    try:
+        minutes = earlier + _run(cmd, work / f"{run_name}.log")
+    except BaseException:
+        (run_dir / "partial_minutes.txt").write_text(str(earlier + (time.monotonic() - start) / 60))
+        raise
+    marker.write_text(json.dumps({"minutes": minutes, "command": cmd}))
+    return minutes
+
+
+def evaluate(args, name: str, work: Path, test: Path) -> dict:
+    """Detect the test set with the candidate's best checkpoint; mAP per threshold (fractions)."""
+    run_dir = work / "runs" / f"quality-{name}"
+    det, scores = work / "detections" / name, work / "eval" / name
+    log = work / f"quality-{name}.log"
+    _run([sys.executable, "infer.py", str(test / "images"), "-1", str(_best_checkpoint(run_dir)), "obb",
+          "--out", str(det), "--quiet", "--threads", str(args.threads)], log)
+    _run([sys.executable, "-m", "eval.pascalvoc", "-gt", str(test / "labels"), "-det", str(det),
+          "--iou-thresholds", "0.50:0.95:0.05", "-sp", str(scores), "-np", "-q"], log)
+    return json.loads((scores / "results.json").read_text())["map"]
+
+
+def check_work_dir(args, work: Path) -> None:
+    """One work dir holds one comparison: the same config, overrides, seed and test set."""
+    setup = {"config": args.config, "overrides": args.overrides, "seed": args.seed, "test_scenes": args.test_scenes,
+             "test_seed": TEST_SEED}
+    path = work / "setup.json"
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        if earlier != setup:
+            raise SystemExit(f"{work} holds a comparison with other settings ({earlier}); use another --work-dir")
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(setup, indent=1))
+
+
+def table(rows: dict, configs: dict) -> str:
+    header = f"{'candidate':<16}" + "".join(f"{'mAP' + t:>10}" for t in THRESHOLDS) + f"{'train min':>11}"
+    lines = [header, "-" * len(header)]
+    for name, row in rows.items():
+        mark = "*" if is_default(configs[name]) else " "
+        lines.append(f"{mark}{name:<15}" + "".join(f"{row['map'][t]:>10.3f}" for t in THRESHOLDS)
+                     + f"{row['minutes']:>11.1f}")
+    lines.append("* the current defaults (obbdet.config.LossConfig)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    configs = {name: resolved_loss(args, name) for name in args.names}
+    work = Path(args.work_dir).resolve()
+    check_work_dir(args, work)
+    scene_size = next(iter(configs.values())).data.synthetic_size
+    test = make_test_set(args, work, scene_size)
+    start, slowest, rows, skipped = time.monotonic(), 0.0, {}, []
+    for name in args.names:
+        result_path = work / "results" / f"{name}.json"
+        if result_path.is_file():
+            rows[name] = json.loads(result_path.read_text())
+            slowest = max(slowest, rows[name]["minutes"])
+    for name in args.names:
+        if name in rows:
+            continue
+        elapsed = (time.monotonic() - start) / 60
+        if args.budget_minutes and elapsed + slowest > args.budget_minutes:
+            skipped.append(name)
+            continue
+        print(f"[{elapsed:6.1f} min] training {name}: {' '.join(CANDIDATES[name]) or '(defaults)'}", flush=True)
+        minutes = train(args, name, work)
+        slowest = max(slowest, minutes)
+        rows[name] = {"map": evaluate(args, name, work, test), "minutes": minutes, "overrides": CANDIDATES[name]}
+        result_path = work / "results" / f"{name}.json"
+        result_path.parent.mkdir(parents=True, exist_ok=True)
+        result_path.write_text(json.dumps(rows[name], indent=1))
+    print(f"\nmAP on {args.test_scenes} synthetic test scenes (seed {TEST_SEED}), training seed {args.seed}, "
+          f"config {args.config or 'quickstart'} {' '.join(args.overrides)}")
+    print(table({name: rows[name] for name in args.names if name in rows}, configs))
+    if skipped:
+        print(f"not run within --budget-minutes {args.budget_minutes:g}: {', '.join(skipped)} (run again to continue)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
