@@ -62,7 +62,7 @@ JITTER_FACTOR = 3.0  # claim: parked jitter at least this many times lower with 
 HEADING_SHARE = 0.95  # claim: heading within 45 degrees on at least this share of moving track-frames
 MOSAIC_TILES = 12  # benchmark frames side by side for the ~300-vehicle speed test (~27 vehicles each)
 MOSAIC_COLUMNS = 6
-FIGURE_CROP = 256  # px of the frame drawn (x2): a README-sized PNG with readable ids and arrows
+FIGURE_CROP = 240  # px of the frame drawn (x2): a README-sized PNG with readable ids and arrows
 
 
 def checkpoint_key(path: Path) -> str:
@@ -296,18 +296,29 @@ def dense_speed(predictor: Predictor, data: Path, det: Path, vehicle_width: floa
 
 
 def draw_figure(path: Path, data: Path, tracked: dict, seq: str | None, frame: int | None) -> None:
-    """One tracked frame with obbdet's overlay (boxes, ``#id``, heading arrows), cropped around the moving
-    tracks and enlarged 2x (pixels repeated) so the arrows read."""
+    """One tracked frame with obbdet's overlay (boxes, ``#id``, heading arrows), a ``FIGURE_CROP`` square of it
+    enlarged 2x (pixels repeated) so the arrows read. Default: of all frames and windows centred on a moving
+    track, the one holding the most moving tracks with a heading."""
     import cv2
 
-    if seq is None:  # the sequence and frame with the most moving tracks that have a heading
-        best = max(((int(np.sum(np.isfinite(lab.heading) & (np.array([e["speed"] for e in lab.extras]) > 1))),
-                     name, f) for name, frames in tracked.items() for f, lab in frames if len(lab)))
-        _, seq, frame = best
+    def moving(labels: ImageLabels) -> np.ndarray:
+        return np.array([e["speed"] > 1 for e in labels.extras], bool) & np.isfinite(labels.heading)
+
+    def best_window(labels: ImageLabels) -> tuple[int, np.ndarray]:
+        centres = labels.boxes[moving(labels), :2]
+        if not len(centres):
+            return 0, np.zeros(2)
+        inside = (np.abs(centres[:, None] - centres[None]) < FIGURE_CROP / 2).all(axis=2).sum(axis=1)
+        return int(inside.max()), centres[int(inside.argmax())]
+
+    if seq is None:
+        _, seq, frame = max((best_window(lab)[0], name, f) for name, frames in tracked.items() for f, lab in frames
+                            if len(lab))
     labels = dict(tracked[seq])[frame]
     image = read_image_rgb(data / "frames" / seq / f"{frame:06d}.jpg")
-    moving = np.array([e["speed"] > 1 for e in labels.extras]) & np.isfinite(labels.heading)
-    centre = labels.boxes[moving, :2].mean(axis=0) if moving.any() else np.array(image.shape[1::-1]) / 2
+    count, centre = best_window(labels)
+    if not count:
+        centre = np.array(image.shape[1::-1]) / 2
     side = min(FIGURE_CROP, *image.shape[:2])
     left = int(np.clip(centre[0] - side / 2, 0, image.shape[1] - side))
     top = int(np.clip(centre[1] - side / 2, 0, image.shape[0] - side))
