@@ -1,4 +1,4 @@
-"""Which localization loss gives the best boxes? Train each candidate, detect a fixed test set, compare mAP at strict IoU.
+"""Which localization loss fits boxes best? Train each candidate, detect a fixed test set, compare mAP at strict IoU.
 
     python bench/quality.py                                   # every candidate, quickstart budget each
     python bench/quality.py --only huber,riou+qfl             # some of them
@@ -120,7 +120,8 @@ def train(args, name: str, work: Path) -> float:
     marker = run_dir / "trained.json"
     if marker.is_file():
         return json.loads(marker.read_text())["minutes"]
-    earlier = float((run_dir / "partial_minutes.txt").read_text()) if (run_dir / "partial_minutes.txt").is_file() else 0
+    partial = run_dir / "partial_minutes.txt"  # wall time of interrupted attempts
+    earlier = float(partial.read_text()) if partial.is_file() else 0.0
     cmd = [sys.executable, "train.py", run_name, str(args.seed), "--no-progress"]
     cmd += ["--config", args.config] if args.config else []
     cmd += ["--resume"] if (run_dir / "last.pt").is_file() else []
@@ -130,7 +131,7 @@ def train(args, name: str, work: Path) -> float:
     try:
         minutes = earlier + _run(cmd, work / f"{run_name}.log")
     except BaseException:
-        (run_dir / "partial_minutes.txt").write_text(str(earlier + (time.monotonic() - start) / 60))
+        partial.write_text(str(earlier + (time.monotonic() - start) / 60))
         raise
     marker.write_text(json.dumps({"minutes": minutes, "command": cmd}))
     return minutes
@@ -185,6 +186,9 @@ def main(argv=None) -> int:
         result_path = work / "results" / f"{name}.json"
         if result_path.is_file():
             rows[name] = json.loads(result_path.read_text())
+            if rows[name]["overrides"] != CANDIDATES[name]:
+                raise SystemExit(f"{result_path}: trained with {rows[name]['overrides']}, but {name} is now "
+                                 f"{CANDIDATES[name]}; delete it (and runs/quality-{name}) to train it again")
             slowest = max(slowest, rows[name]["minutes"])
     for name in args.names:
         if name in rows:
