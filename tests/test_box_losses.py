@@ -298,6 +298,28 @@ def test_criterion_overlap_loss_beside_or_instead_of_the_huber(scene, box_loss):
     assert float(unknown["loss_iou"]) == 0.0 and float(unknown["loss_box"]) > 0
 
 
+@pytest.mark.parametrize("box_loss", OVERLAP_LOSSES)
+def test_criterion_without_huber_is_invariant_for_squares_and_continuous_at_le90(scene, box_loss):
+    outputs, anchors, _ = scene
+
+    def loss(box):
+        boxes = torch.tensor([box], dtype=torch.float32)
+        return {name: float(value) for name, value in _criterion_losses(
+            (outputs, anchors, boxes), box_loss=box_loss, keep_huber=False, quality="qfl").items()}
+
+    square = [60.0, 60.0, 24.0, 24.0, 0.3]
+    reference = loss(square)
+    for turns in (1, 2, 3):
+        turned = loss(normalize_xywha(np.array(_moved(square, a=turns * math.pi / 2))).tolist())
+        for name in ("loss", "loss_iou", "loss_cls"):
+            assert turned[name] == pytest.approx(reference[name], rel=1e-4, abs=1e-6)
+    below = loss([60.0, 60.0, 40.0, 14.0, math.pi / 2 - 1e-4])
+    above = loss([60.0, 60.0, 40.0, 14.0, -math.pi / 2 + 1e-4])
+    assert below["loss_iou"] > 0
+    for name in ("loss", "loss_iou", "loss_cls"):
+        assert above[name] == pytest.approx(below[name], rel=1e-3, abs=1e-5)
+
+
 def test_quality_targets_of_perfect_predictions_are_one(scene):
     """Outputs that decode to the GT boxes exactly: quality 1 for every positive, so QFL is the focal loss."""
     outputs, anchors, boxes = scene
