@@ -85,3 +85,13 @@ def run_cli(parser, run, argv: list[str] | None = None) -> int:
     except EvalInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def exit_with(main) -> None:
+    """``sys.exit(main())`` for a ``python -m`` entry point; output piped into e.g. ``head`` and closed early
+    ends the run quietly with :data:`EXIT_OK`."""
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(EXIT_OK)

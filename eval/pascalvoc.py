@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .ap import AP_METHODS
 from .errors import (
-    EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog, run_cli,
+    EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE, EvalInputError, WarningLog, exit_with, run_cli,
 )
 from .loading import parse_image_size, parse_renames
 from .rules import COMPAT_MODES
@@ -292,8 +292,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # output piped into e.g. `head`
-        sys.stderr.close()
-        sys.exit(EXIT_OK)
+    exit_with(main)

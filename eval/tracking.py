@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EXIT_CODES_HELP, EXIT_OK, EXIT_OUTPUT, EvalInputError, WarningLog, run_cli
+from .errors import EXIT_CODES_HELP, EXIT_OK, EXIT_OUTPUT, EvalInputError, WarningLog, exit_with, run_cli
 from .loading import parse_renames
 from .pascalvoc import _check_savepath, _prepare_output, argument_type
 from .tracking_angles import AngleFigures, angle_figures
@@ -189,8 +189,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # output piped into e.g. `head`
-        sys.stderr.close()
-        sys.exit(EXIT_OK)
+    exit_with(main)
