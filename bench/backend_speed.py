@@ -15,6 +15,7 @@ and obbdet's rotated NMS, when the ``ultralytics`` package is installed (it neve
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -85,8 +86,9 @@ def yolo_rows(scenes: dict, score: float, nms_iou: float, folder: Path) -> tuple
     for name in YOLO_MODELS:
         for size, images in scenes.items():
             try:
-                exported = YOLO(name).export(format="onnx", imgsz=size, dynamic=False, simplify=False, opset=17,
-                                             device="cpu")
+                with contextlib.chdir(folder):  # ultralytics writes the export beside the model's (relative) name
+                    exported = folder / YOLO(name).export(format="onnx", imgsz=size, dynamic=False, simplify=False,
+                                                          opset=17, device="cpu")
             except Exception as exc:  # noqa: BLE001 - an ultralytics version without the model, or no exporter
                 notes.append(f"{name} at {size}: skipped, export failed ({' '.join(str(exc).split())[:200]})")
                 continue
