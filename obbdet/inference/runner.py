@@ -264,7 +264,8 @@ def run_inference(predictor: Predictor, images: Sequence[Path], root, out_dir, *
         summary.skipped = 0  # counted once, by rank 0
     rasters = huge_rasters(todo, window_read_above)
     barrier(shard)  # every process listed the same work before any of them writes an output
-    todo = shard.take([p for p in todo if p not in set(rasters)])
+    windowed = set(rasters)
+    todo = shard.take([p for p in todo if p not in windowed])
     start = time.perf_counter()
     bar = tqdm(total=len(todo) + len(rasters) + len(failures), unit="img", desc="infer",
                disable=not progress or not shard.is_main, dynamic_ncols=True)
