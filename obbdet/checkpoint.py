@@ -184,17 +184,19 @@ def build_detector_from_checkpoint(ckpt: dict, device="cpu", use_ema: bool = Tru
                  "EMA weights ('ema_state_dict')" if use_ema else "weights ('state_dict')")
     detector.postprocess.nms_iou = float(ckpt.get("nms_iou") or detector.postprocess.nms_iou)
     detector.postprocess.pre_nms_topk = int(ckpt.get("pre_nms_topk") or detector.postprocess.pre_nms_topk)
+    if ckpt.get("vote_iou") is not None:  # checkpoints written before box voting keep its default
+        detector.postprocess.vote_iou = float(ckpt["vote_iou"])
     return detector.to(device).eval()
 
 
 def checkpoint_inference_meta(ckpt: dict) -> dict:
     """What inference needs besides the weights: ``class_names``, ``vehicle_width``, ``width_scale``,
-    ``length_scale`` (None when uncalibrated), ``nms_iou``, ``pre_nms_topk`` and ``operating_point`` (per class
-    score thresholds of best F1) (None when not stored)."""
+    ``length_scale`` (None when uncalibrated), ``nms_iou``, ``vote_iou`` (box voting), ``pre_nms_topk`` and
+    ``operating_point`` (per class score thresholds of best F1) (None when not stored)."""
     calibration = ckpt.get("calibration") or {}
     return {"class_names": list(ckpt["model"]["class_names"]), "vehicle_width": ckpt.get("vehicle_width"),
             "width_scale": calibration.get("width_scale"), "length_scale": calibration.get("length_scale"),
-            "nms_iou": ckpt.get("nms_iou"), "pre_nms_topk": ckpt.get("pre_nms_topk"),
+            "nms_iou": ckpt.get("nms_iou"), "vote_iou": ckpt.get("vote_iou"), "pre_nms_topk": ckpt.get("pre_nms_topk"),
             "operating_point": (ckpt.get("operating_point") or {}).get("scores")}
 
 

@@ -203,6 +203,8 @@ class EvalOptions:
     batch: int = 4  # tiles per forward pass
     scale: float = 1.0  # network pixels per dataset pixel (data.scale), as infer.py rescales by vehicle width
     workers: int = 0  # DataLoader workers decoding validation images
+    vote_iou: float = 0.6  # box voting (obbdet.box_voting; 0: plain NMS)
+    tta: str = "none"  # test-time augmentation (obbdet.model.tta.VIEWS)
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
@@ -260,6 +262,7 @@ def validation_detections(detector, dataset, device, options: EvalOptions) -> li
     infer_opts = InferenceOptions(tile=options.tile, overlap=min(options.overlap, options.tile - 1),
                                   batch=options.batch, score_threshold=options.score_threshold,
                                   nms_iou=options.nms_iou, pre_nms_topk=options.pre_nms_topk,
+                                  vote_iou=options.vote_iou, tta=options.tta,
                                   max_det=options.max_det_per_image)
     targets = {}
     indices = shard_indices(len(dataset), rank, world)

@@ -232,6 +232,7 @@ def eval_options(cfg: RunConfig, device: torch.device, progress: bool) -> EvalOp
     return EvalOptions(cfg.train.score_threshold, cfg.train.nms_iou, cfg.train.max_det_per_image,
                        cfg.train.pre_nms_topk, amp_dtype_for(device, cfg.optim.amp), cfg.optim.channels_last,
                        progress, tile=cfg.train.val_tile, overlap=cfg.train.val_overlap,
+                       vote_iou=cfg.train.vote_iou, tta=cfg.train.tta,
                        batch=cfg.data.val_batch_size, scale=cfg.data.scale, workers=workers)
 
 
@@ -337,6 +338,7 @@ def checkpoint_payload(state: TrainState, cfg: RunConfig, run_name: str, seed: i
         "width_samples": state.width.state_dict(),
         "calibration": {"width_scale": None, "length_scale": None},
         "nms_iou": cfg.train.nms_iou,
+        "vote_iou": cfg.train.vote_iou,
         "pre_nms_topk": cfg.train.pre_nms_topk,
         "epoch": state.epoch,
         "global_step": state.global_step,

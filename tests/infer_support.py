@@ -18,6 +18,7 @@ from obbdet.boxes import BOX_DIM, normalize_xywha, xywha_to_poly
 from obbdet.imageio import PAD_GREY
 from obbdet.inference import InferenceOptions, Predictor
 from obbdet.iou import box_iou_rotated
+from obbdet.model.tta import predict_views
 
 
 def detect_image(detector, image, *, options=InferenceOptions(), scale=1.0, class_names=None, name=None):
@@ -39,18 +40,25 @@ class BrightRectDetector:
     """Finds bright blobs in ``[B, 3, H, W]`` float images in [0, 1] and returns, per blob, the rectangle with
     the blob's area-weighted centroid and second moments (exact for a rendered rectangle, a partial box for
     a rectangle cut by the image edge). Class 0 when red dominates, 1 when blue does; the score grows with
-    the blob's area. Records each input shape it was called with."""
+    the blob's area. Records each input shape it was called with. Exactly equivariant under flips and quarter
+    turns of the pixel grid, so test-time augmentation (``obbdet.model.tta``) must give back the same boxes."""
 
     stride = 128
 
     def __init__(self):
         self.calls: list[tuple[int, ...]] = []
 
-    def predict(self, images, score_threshold=0.05, max_det_per_image=1000, nms_iou=0.5, pre_nms_topk=None):
+    def predict(self, images, score_threshold=0.05, max_det_per_image=1000, nms_iou=0.5, pre_nms_topk=None,
+                vote_iou=0.0, tta="none"):
+        """As ``Detector.predict``: candidates, then NMS, box voting and the views of ``tta`` fused."""
+        return predict_views(self.candidates, images, tta, nms_iou=nms_iou, max_det=max_det_per_image,
+                             vote_iou=vote_iou, score_threshold=score_threshold)
+
+    def candidates(self, images) -> list[dict]:
         self.calls.append(tuple(images.shape))
         assert images.dtype == torch.float32 and images.shape[2] % self.stride == 0
         assert images.shape[3] % self.stride == 0
-        return [self._one(img.permute(1, 2, 0).numpy(), max_det_per_image) for img in images]
+        return [self._one(img.permute(1, 2, 0).numpy(), 10 ** 9) for img in images]
 
     @staticmethod
     def _one(rgb: np.ndarray, max_det: int) -> dict:

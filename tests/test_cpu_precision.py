@@ -19,7 +19,7 @@ from obbdet.inference import InferenceSetupError, Predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-EVERYTHING = dict(score_threshold=0.0, nms_iou=1.0, pre_nms_topk=10 ** 6, max_det=10 ** 6, whole=True)
+EVERYTHING = dict(score_threshold=0.0, nms_iou=1.0, vote_iou=0.0, pre_nms_topk=10 ** 6, max_det=10 ** 6, whole=True)
 
 
 @pytest.fixture(scope="module")

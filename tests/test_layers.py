@@ -26,7 +26,7 @@ LAYERS = [  # (pattern, layer): the first match decides
     ("obbdet", 0), ("obbdet.boxes", 0), ("obbdet.iou", 0), ("obbdet.pairs", 0), ("obbdet.nms*", 0),
     ("obbdet.structures", 0), ("obbdet.formats*", 0), ("obbdet.label_*", 0), ("obbdet.io_utils", 0),
     ("obbdet.imageio", 0), ("obbdet.device", 0), ("obbdet.raster", 0), ("obbdet.georef_output", 0),
-    ("obbdet.video", 0), ("obbdet.frames", 0),
+    ("obbdet.video", 0), ("obbdet.frames", 0), ("obbdet.box_voting", 0),
     ("obbdet.eval.tracking*", 1),  # tracking metrics: numpy, scipy and TrackEval's metric code, no obbdet.tracking
     ("obbdet.datasets_registry.synthetic_traffic*", 1),  # synthetic traffic sequences (frames, labels, videos)
     ("obbdet.datasets_registry*", 1), ("obbdet.eval*", 1), ("obbdet.augment", 1), ("obbdet.visualize", 1),

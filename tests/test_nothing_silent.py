@@ -44,7 +44,9 @@ class EverywhereDetector:
 
     stride = 128
 
-    def predict(self, images, score_threshold=0.05, max_det_per_image=1000, nms_iou=0.5, pre_nms_topk=None):
+    def predict(self, images, score_threshold=0.05, max_det_per_image=1000, nms_iou=0.5, pre_nms_topk=None,
+                vote_iou=0.0, tta="none"):
+        assert tta == "none"
         height, width = images.shape[2:]
         ys, xs = np.mgrid[5:height:10, 5:width:10]
         n = xs.size

@@ -161,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the score of best F1 measured in validation or calibration)")
     p.add_argument("--nms-iou", type=_bounded(float, 0, 1, low_open=True), default=None,
                    help="rotated NMS IoU within and across tiles (default: the checkpoint's, else 0.4)")
+    p.add_argument("--vote-iou", type=_bounded(float, 0, 1), default=None,
+                   help="box voting: each box NMS keeps becomes the score-weighted mean of the candidates of its "
+                        "class overlapping it at least this much, tighter boxes at high IoU (default: the "
+                        "checkpoint's, else 0.6; 0: plain NMS)")
+    p.add_argument("--tta", default="none", metavar="{none,flip,rot4,d8}",
+                   help="test-time augmentation: detect on flipped / quarter-turned views of each tile and fuse "
+                        "them by box voting: flip (2 forward passes), rot4 (4), d8 (all 8 flips and turns: the "
+                        "tightest boxes, 8x the time) (default none)")
     p.add_argument("--pre-nms-topk", type=_bounded(int, 1, 10 ** 7), default=None,
                    help="candidate locations per class decoded per tile before NMS (default: the checkpoint's)")
     p.add_argument("--max-det", type=_bounded(int, 1, 10 ** 7), default=1000,
@@ -242,7 +250,8 @@ def _run(args, shard, device, inference, sharding, run_prepared, logging_redirec
         run = inference.prepare_run(
             args.folder, args.vehicle_width, args.checkpoint, out_dir=args.out, device=device,
             tile=args.tile, overlap=args.overlap, whole=args.whole, batch=args.batch, score_threshold=args.score,
-            nms_iou=args.nms_iou, pre_nms_topk=args.pre_nms_topk, max_det=args.max_det,
+            nms_iou=args.nms_iou, vote_iou=args.vote_iou, tta=args.tta, pre_nms_topk=args.pre_nms_topk,
+            max_det=args.max_det,
             max_det_per_megapixel=args.max_det_per_mp, clean=shard.is_main, backend=args.backend,
             precision=args.precision,
             width_scale=args.width_scale, length_scale=args.length_scale, half=args.half, use_ema=not args.no_ema,

@@ -5,7 +5,7 @@ anchors for the input's size, per-class top-k candidates and their decoding to l
 model's ``metadata_props``, what inference needs from the checkpoint (:func:`read_metadata`). An
 :class:`OnnxDetector` has the ``predict`` / ``stride`` / ``device`` of an obbdet ``Detector``: the score threshold
 and the exact rotated NMS run after the graph with the same code as the PyTorch path
-(``PostProcessor.from_top_candidates``), so ``Predictor``, ``infer.py`` and the folder runner work unchanged.
+(``PostProcessor.candidates_from_top`` and ``suppress``), so ``Predictor``, ``infer.py`` and the folder runner work unchanged.
 """
 from __future__ import annotations
 
@@ -161,22 +161,30 @@ class OnnxDetector:
         return self.session.run(None, {INPUT_NAME: array})
 
     def predict(self, images: torch.Tensor, score_threshold: float = 0.05, max_det_per_image: int = 1000,
-                nms_iou: float | None = None, pre_nms_topk: int | None = None) -> list[dict]:
+                nms_iou: float | None = None, pre_nms_topk: int | None = None, vote_iou: float | None = None,
+                tta: str = "none") -> list[dict]:
         """Detections for images ``[B, 3, H, W]`` float32 RGB in ``[0, 1]`` (H, W multiples of ``stride``), as
         ``Detector.predict``: per image ``boxes [K, 5]`` float32 xywha (le90, radians, input pixels), ``scores
-        [K]``, ``labels [K]`` int64, ``heading [K]`` with a heading head; sorted by score."""
+        [K]``, ``labels [K]`` int64, ``heading [K]`` with a heading head; sorted by score. ``vote_iou`` and
+        ``tta`` as there (the views run through the graph one after another)."""
+        from obbdet.model.tta import predict_views
+
         k = self.check_topk(pre_nms_topk)
-        nms_iou = self.postprocess.nms_iou if nms_iou is None else nms_iou
-        fh_fw = self.anchors.feature_sizes(images.shape[-2], images.shape[-1])
-        num_locations = sum(h * w for h, w in fh_fw)
-        outputs = [torch.from_numpy(array) for array in self.raw(images)]
-        scores, boxes = outputs[0][:, :k], outputs[1][:, :k]
-        heading = outputs[2][:, :k] if self.has_heading else None
-        return [self.postprocess.from_top_candidates(
-                    scores[b], boxes[b], None if heading is None else heading[b],
-                    num_locations=num_locations, score_threshold=score_threshold, nms_iou=nms_iou,
-                    max_det=max_det_per_image, pre_nms_topk=k)
-                for b in range(scores.shape[0])]
+        nms_iou, max_det, vote_iou = self.postprocess.settings(nms_iou, max_det_per_image, vote_iou)
+
+        def candidates_of(views: torch.Tensor) -> list[dict]:
+            fh_fw = self.anchors.feature_sizes(views.shape[-2], views.shape[-1])
+            num_locations = sum(h * w for h, w in fh_fw)
+            outputs = [torch.from_numpy(array) for array in self.raw(views)]
+            scores, boxes = outputs[0][:, :k], outputs[1][:, :k]
+            heading = outputs[2][:, :k] if self.has_heading else None
+            return [self.postprocess.candidates_from_top(scores[b], boxes[b], None if heading is None else heading[b],
+                                                         num_locations=num_locations,
+                                                         score_threshold=score_threshold, pre_nms_topk=k)
+                    for b in range(scores.shape[0])]
+
+        return predict_views(candidates_of, images, tta, nms_iou=nms_iou, max_det=max_det, vote_iou=vote_iou,
+                             score_threshold=score_threshold)
 
 
 def load_onnx_detector(path, device: str = "cpu", use_ema: bool = True) -> OnnxDetector:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from obbdet.box_voting import DEFAULT_VOTE_IOU
 from obbdet.inference.merge import BORDER_MARGIN_PX
+from obbdet.model.tta import VIEWS
 
 # Exit codes of infer.py (documented in its --help).
 EXIT_OK = 0
@@ -32,7 +34,9 @@ class InferenceOptions:
     tile, overlap: tile side (rounded up to a multiple of the network stride) and minimum overlap in
     network-scale (rescaled) pixels; ignored when ``whole``. Tile offsets are multiples of the stride.
     batch: tiles per forward pass (the memory bound). score_threshold, nms_iou: passed to the detector and
-    used for the cross-tile NMS. pre_nms_topk: candidate locations per class decoded per tile before NMS
+    used for the cross-tile NMS. vote_iou: box voting in each tile (``obbdet.box_voting``; 0: plain NMS).
+    tta: test-time augmentation of each tile (``obbdet.model.tta.VIEWS``: none, flip, rot4, d8; d8 runs eight
+    forward passes). pre_nms_topk: candidate locations per class decoded per tile before NMS
     (None: the detector's own setting). max_det: cap on detections per tile, and the smallest cap per image;
     max_det_per_megapixel: the per-image cap grows with the image's network-scale area (the larger of the two
     applies), so mosaics keep all their vehicles. Caps are warned when reached.
@@ -48,6 +52,8 @@ class InferenceOptions:
     batch: int = 4
     score_threshold: float = 0.05
     nms_iou: float = DEFAULT_NMS_IOU  # infer.py and Predictor.from_checkpoint use the checkpoint's
+    vote_iou: float = DEFAULT_VOTE_IOU  # likewise
+    tta: str = "none"
     pre_nms_topk: int | None = None
     max_det: int = 1000
     max_det_per_megapixel: float = 2000.0
@@ -74,6 +80,13 @@ class InferenceOptions:
             raise ValueError(f"pre_nms_topk must be >= 1, got {self.pre_nms_topk}")
         if not 0 < self.nms_iou <= 1:
             raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if not 0 <= self.vote_iou <= 1:
+            raise ValueError(f"vote_iou must be in [0, 1] (0: no box voting), got {self.vote_iou}")
+        if self.tta not in VIEWS:
+            raise ValueError(f"unknown test-time augmentation {self.tta!r}; choose one of {', '.join(VIEWS)}")
+        if self.tta != "none" and self.vote_iou == 0:
+            raise ValueError(f"test-time augmentation {self.tta!r} fuses its views by box voting: it needs "
+                             "vote_iou > 0")
         if self.max_det < 1:
             raise ValueError(f"max_det must be >= 1, got {self.max_det}")
         if not 0 <= self.max_det_per_megapixel < math.inf:

@@ -189,7 +189,8 @@ def predict_batch(detector, items: list, options: InferenceOptions, device) -> N
         else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         outputs = detector.predict(x, score_threshold=options.score_threshold, max_det_per_image=options.max_det,
-                                   nms_iou=options.nms_iou, pre_nms_topk=options.pre_nms_topk)
+                                   nms_iou=options.nms_iou, pre_nms_topk=options.pre_nms_topk,
+                                   vote_iou=options.vote_iou, tta=options.tta)
     for (job, k), out in zip(items, outputs):
         t = job.tiles[k]
         boxes = out["boxes"].detach().float().cpu().numpy().astype(np.float64).reshape(-1, BOX_DIM)

@@ -25,8 +25,8 @@ import numpy as np
 from obbdet.boxes import aabb_to_xywha, xywha_to_aabb
 from obbdet.imageio import DEFAULT_DEPTH, DepthScaling, read_image_rgb
 from obbdet.inference.merge import RawDetections
-from obbdet.inference.options import (DEFAULT_NMS_IOU, DEFAULT_RESCALE_RANGE, InferenceOptions, InferenceSetupError,
-                                      check_rescale)
+from obbdet.inference.options import (DEFAULT_NMS_IOU, DEFAULT_RESCALE_RANGE, DEFAULT_VOTE_IOU, InferenceOptions,
+                                      InferenceSetupError, check_rescale)
 from obbdet.inference.pipeline import StreamResult, stream
 from obbdet.inference.rescale import NO_RESCALE, rescale_factor
 from obbdet.structures import ImageLabels
@@ -117,6 +117,7 @@ class CheckpointInfo:
     nms_iou: float | None
     pre_nms_topk: int | None = None
     operating_point: dict | None = None  # class -> score threshold of best F1 (None per class: unknown)
+    vote_iou: float | None = None  # box voting (None: checkpoints written before it; the default applies)
 
 
 def checkpoint_info(ckpt: dict) -> CheckpointInfo:
@@ -126,7 +127,7 @@ def checkpoint_info(ckpt: dict) -> CheckpointInfo:
     meta = checkpoint_inference_meta(ckpt)
     return CheckpointInfo(list(meta["class_names"]), meta.get("vehicle_width"), meta.get("width_scale"),
                           meta.get("length_scale"), meta.get("nms_iou"), meta.get("pre_nms_topk"),
-                          meta.get("operating_point"))
+                          meta.get("operating_point"), meta.get("vote_iou"))
 
 
 def resolve_device(device: str | None, half: bool) -> str:
@@ -159,7 +160,8 @@ def backend_for(checkpoint, backend: str | None = None) -> str:
 def onnx_info(meta: dict) -> CheckpointInfo:
     """The :class:`CheckpointInfo` stored in an exported model's metadata (``onnx_backend.read_metadata``)."""
     return CheckpointInfo(list(meta["class_names"]), meta["vehicle_width"], meta["width_scale"],
-                          meta["length_scale"], meta["nms_iou"], meta["pre_nms_topk"], meta["operating_point"])
+                          meta["length_scale"], meta["nms_iou"], meta["pre_nms_topk"], meta["operating_point"],
+                          meta.get("vote_iou"))  # exports written before box voting lack it
 
 
 def load_detector(checkpoint, device: str, use_ema: bool = True, backend: str | None = None):
@@ -212,7 +214,7 @@ def _first_set(*values):
 
 
 def options_from_checkpoint(info: CheckpointInfo, options: InferenceOptions, *, nms_iou=None, pre_nms_topk=None,
-                            width_scale=None, length_scale=None) -> tuple[InferenceOptions, dict]:
+                            width_scale=None, length_scale=None, vote_iou=None) -> tuple[InferenceOptions, dict]:
     """``options`` with what the caller left unset (None) taken from the checkpoint, else the defaults.
 
     Returns the options and, for the width and length factors, where each came from (``"argument"``,
@@ -223,6 +225,7 @@ def options_from_checkpoint(info: CheckpointInfo, options: InferenceOptions, *, 
                for name, given, stored in (("width", width_scale, info.width_scale),
                                            ("length", length_scale, info.length_scale))}
     resolved = replace(options, nms_iou=_first_set(nms_iou, info.nms_iou, DEFAULT_NMS_IOU),
+                       vote_iou=_first_set(vote_iou, info.vote_iou, DEFAULT_VOTE_IOU),
                        pre_nms_topk=pre_nms_topk if pre_nms_topk is not None else info.pre_nms_topk,
                        width_scale=_first_set(width_scale, info.width_scale, 1.0),
                        length_scale=_first_set(length_scale, info.length_scale, 1.0))
@@ -261,6 +264,7 @@ class Predictor:
     def from_checkpoint(cls, checkpoint, device: str | None = None, *, use_ema: bool = True,
                         tile: int = 768, overlap: int = 128, whole: bool = False, batch: int = 4,
                         score_threshold: float | str = 0.05, nms_iou: float | None = None,
+                        vote_iou: float | None = None, tta: str = "none",
                         pre_nms_topk: int | None = None, max_det: int = 1000,
                         max_det_per_megapixel: float = 2000.0, width_scale: float | None = None,
                         length_scale: float | None = None, half: bool = False, depth: DepthScaling = DEFAULT_DEPTH,
@@ -268,8 +272,9 @@ class Predictor:
                         max_rescale: float = DEFAULT_RESCALE_RANGE[1], backend: str | None = None,
                         precision: str = "fp32", channels_last: bool | None = None,
                         detector_loader=load_detector) -> "Predictor":
-        """Load a checkpoint (or an ONNX export); options left None come from it (NMS IoU, candidate cap,
-        calibrated width/length factors), else the defaults. ``score_threshold="auto"``: the checkpoint's
+        """Load a checkpoint (or an ONNX export); options left None come from it (NMS IoU, box-voting IoU,
+        candidate cap, calibrated width/length factors), else the defaults. ``tta``: test-time augmentation
+        (``obbdet.model.tta.VIEWS``). ``score_threshold="auto"``: the checkpoint's
         per-class operating point. ``min_rescale``/``max_rescale``: the rescale factors accepted (vehicle widths
         that ask for more or less are refused). ``backend``: ``torch`` or ``onnxruntime`` (default: by the file's
         suffix, ``.onnx`` for ONNX Runtime). ``precision``: ``fp32`` or ``bf16`` (bfloat16 autocast, torch
@@ -289,6 +294,7 @@ class Predictor:
             options = InferenceOptions(tile=tile, overlap=overlap, whole=whole, batch=batch,
                                        score_threshold=0.0 if auto else float(score_threshold),
                                        nms_iou=nms_iou if nms_iou is not None else DEFAULT_NMS_IOU,
+                                       vote_iou=_first_set(vote_iou, DEFAULT_VOTE_IOU), tta=tta,
                                        pre_nms_topk=pre_nms_topk, max_det=max_det,
                                        max_det_per_megapixel=max_det_per_megapixel,
                                        width_scale=_first_set(width_scale, 1.0),
@@ -314,7 +320,8 @@ class Predictor:
         else:
             channels_last = prepare_torch_detector(detector, device, precision, channels_last)
             options = replace(options, channels_last=channels_last)
-        options, sources = options_from_checkpoint(info, options, nms_iou=nms_iou, pre_nms_topk=pre_nms_topk,
+        options, sources = options_from_checkpoint(info, options, nms_iou=nms_iou, vote_iou=vote_iou,
+                                                   pre_nms_topk=pre_nms_topk,
                                                    width_scale=width_scale, length_scale=length_scale)
         known = [v for v in (info.operating_point or {}).values() if v is not None]
         if auto and known:  # candidates down to the lowest class threshold; each class cut at its own

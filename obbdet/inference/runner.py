@@ -321,7 +321,7 @@ class PreparedRun:
         o, p = self.predictor.options, self.predictor
         return {"scale": round(self.scale, 9), "mode": mode, "tile": None if o.whole else o.tile,
                 "overlap": o.overlap, "score": "auto" if p.score_auto else o.score_threshold, "nms_iou": o.nms_iou,
-                "pre_nms_topk": o.pre_nms_topk, "max_det": o.max_det,
+                "vote_iou": o.vote_iou, "tta": o.tta, "pre_nms_topk": o.pre_nms_topk, "max_det": o.max_det,
                 "max_det_per_megapixel": o.max_det_per_megapixel, "width_scale": o.width_scale,
                 "length_scale": o.length_scale, "depth": repr(p.depth), "bands": p.bands,
                 "frames": list(self.selection), "track": self.track, "backend": type(p.detector).__name__,
@@ -350,7 +350,10 @@ class PreparedRun:
         return (f"{len(self.images)} image(s){sequences}{videos} under {self.folder} -> {self.out_dir}{frames}"
                 f"{'; tracking' if self.track else ''}\n"
                 f"{rescale}; {how}; device {self.device}{' (float16)' if o.half else ' (bfloat16)' if o.bfloat16 else ''}\n"
-                f"{score}, NMS IoU {o.nms_iou:g}, {topk} candidates per class before NMS, "
+                f"{score}, NMS IoU {o.nms_iou:g}, "
+                f"{f'box voting at IoU {o.vote_iou:g}' if o.vote_iou else 'no box voting'}"
+                f"{'' if o.tta == 'none' else f', test-time augmentation {o.tta}'}, "
+                f"{topk} candidates per class before NMS, "
                 f"max {o.max_det} detections/tile and max({o.max_det}, {o.max_det_per_megapixel:g}/MP)/image, "
                 f"width scale {o.width_scale:g} ({sources.get('width', 'default')}), "
                 f"length scale {o.length_scale:g} ({sources.get('length', 'default')})")

@@ -209,21 +209,31 @@ class Detector(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, score_threshold: float = 0.05, max_det_per_image: int = 1000,
-                nms_iou: float | None = None, pre_nms_topk: int | None = None) -> list[dict]:
+                nms_iou: float | None = None, pre_nms_topk: int | None = None, vote_iou: float | None = None,
+                tta: str = "none") -> list[dict]:
         """Detections for images ``[B, 3, H, W]`` float32 RGB in ``[0, 1]``, H and W multiples of ``stride``.
 
         Returns one dict per image: ``boxes [K, 5]`` float32 xywha (le90: w the long side, a in radians in
         ``[-pi/2, pi/2)``, clockwise on screen) in pixels of the input, ``scores [K]`` float32, ``labels [K]``
         int64 (indices into ``class_names``), plus ``heading [K]`` with a heading head; sorted by score.
+        ``nms_iou``, ``pre_nms_topk``, ``vote_iou`` (box voting, 0: plain NMS): None for the post-processor's.
+        ``tta``: test-time augmentation (``obbdet.model.tta.VIEWS``: none, flip, rot4, d8).
         Runs in eval mode (the previous mode is restored).
         """
+        from obbdet.model.tta import predict_views
+
         was_training = self.training
         self.eval()
+
+        def candidates_of(views: torch.Tensor) -> list[dict]:
+            outputs = self(views)
+            anchors = self.anchors_for(views.shape[-2], views.shape[-1])
+            return self.postprocess.candidates(outputs, anchors, score_threshold, pre_nms_topk)
+
         try:
-            outputs = self(images)
-            anchors = self.anchors_for(images.shape[-2], images.shape[-1])
-            return self.postprocess(outputs, anchors, score_threshold=score_threshold, nms_iou=nms_iou,
-                                    max_det_per_image=max_det_per_image, pre_nms_topk=pre_nms_topk)
+            nms_iou, max_det, vote_iou = self.postprocess.settings(nms_iou, max_det_per_image, vote_iou)
+            return predict_views(candidates_of, images, tta, nms_iou=nms_iou, max_det=max_det, vote_iou=vote_iou,
+                                 score_threshold=score_threshold)
         finally:
             self.train(was_training)
 

@@ -3,7 +3,7 @@
 ``ExportGraph(detector, pre_nms_topk)`` is what ``tools/export.py`` hands to ``torch.onnx.export``. It runs
 everything of :meth:`Detector.predict` that is plain tensor arithmetic, and leaves the score threshold and the
 exact rotated NMS (``obbdet.nms``) to the caller, which runs them with the same code as the PyTorch path
-(:meth:`PostProcessor.from_top_candidates`):
+(:meth:`PostProcessor.candidates_from_top`):
 
 input  ``images [B, 3, H, W]`` float32 RGB in ``[0, 1]`` (H, W multiples of the stride; normalized in the graph);
 outputs ``scores [B, k, C]`` float32 sigmoid scores of each class's ``k`` best locations, descending along k;
