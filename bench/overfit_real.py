@@ -11,7 +11,8 @@ the usual augmentation for ``--steps`` optimizer steps (the run config's optimiz
 spread over those steps, with its AMP and channels_last settings; ``--minutes`` stops early). Then the
 validation path of train.py (the inference pipeline: tiles at the training scale, cross-tile merge) predicts
 each image and the OBB mAP table on those very images is printed, with the ratio of the final to the initial
-mAP50 as the baseline comparison. The target is mAP50 >= 0.9: a pipeline that cannot memorize three images
+mAP50 as the baseline comparison, and one line of mAP per inference setting (plain NMS, box voting, voting
+over the eight flips and quarter turns). The target is mAP50 >= 0.9: a pipeline that cannot memorize three images
 has a bug.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# inference setting -> (box-voting IoU, test-time augmentation), as bench/quality.py's
+INFERENCE = {"nms": (0.0, "none"), "vote": (0.6, "none"), "d8+vote": (0.6, "d8")}
 DEFAULT_FIXTURES = Path(os.environ.get("OBBDET_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
 
 
@@ -161,6 +164,12 @@ def run(args, work_dir: Path) -> int:
             break
     _, after = evaluate(model, state.criterion, val_loader, dataset, device, classes, eval_opts)
     print(after.format_tables(per_class=True))
+    print(f"the trained model under each inference setting ({' / '.join(INFERENCE)}):")
+    for name, (vote_iou, tta) in INFERENCE.items():
+        _, found = evaluate(model, state.criterion, val_loader, dataset, device, classes,
+                            replace(eval_opts, vote_iou=vote_iou, tta=tta))
+        print(f"  {name:<8} mAP " + "  ".join(f"{t} {found.map[t]:.4f}" for t in ("0.50", "0.75", "0.85", "0.90",
+                                                                                   "50-95")), flush=True)
     before50, after50 = before.map["0.50"], after.map["0.50"]
     ratio = f"ratio {after50 / before50:.1f}x" if before50 > 0 else "no detections before"
     print(f"OBB mAP50 on the training images: {after50:.4f} (before training {before50:.4f}, {ratio}); "

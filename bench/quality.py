@@ -1,4 +1,5 @@
-"""Which localization loss fits boxes best? Train each candidate, detect a fixed test set, compare mAP at strict IoU.
+"""Which localization loss and which inference fit boxes best? Train each candidate, detect a fixed test set with
+each inference setting, compare mAP at strict IoU.
 
     python bench/quality.py                                   # every candidate, quickstart budget each
     python bench/quality.py --only huber,riou+qfl             # some of them
@@ -9,10 +10,12 @@ Each candidate is one ``python train.py quality-<name> <seed>`` run with the sam
 the quickstart defaults), the same seed and its own ``loss.*`` overrides (the ``key=value`` arguments given here
 apply to every candidate). A fixed test set of ``--test-scenes`` synthetic scenes (``tools/make_synthetic.py
 --split test --seed 4242``, a split and seed training never uses, at the training scenes' size) is detected
-with ``infer.py`` and each run's best checkpoint at the scenes' own resolution, and scored with
-``python -m eval.pascalvoc``. One table: mAP at IoU 0.50 / 0.75 / 0.85 / 0.90 / 0.95 and 50-95 per candidate and
-its training minutes (wall time of ``train.py``, validation included); ``*`` marks the row whose loss settings
-are the current defaults (``obbdet.config.LossConfig``).
+with ``infer.py`` and each run's best checkpoint at the scenes' own resolution, once per inference setting
+(``INFERENCE``: plain NMS, NMS + box voting, and box voting over the eight flips and quarter turns of
+test-time augmentation), and scored with ``python -m eval.pascalvoc``. One table: mAP at IoU 0.50 / 0.75 /
+0.85 / 0.90 / 0.95 and 50-95 per candidate and inference, with the training minutes (wall time of ``train.py``,
+validation included) and the detection seconds; ``*`` marks the row of the current defaults (the loss of
+``obbdet.config.LossConfig``, ``infer.py``'s default inference).
 
 Piecewise: everything lands in ``--work-dir`` (default ``runs/quality_bench``). A candidate whose result is
 there already is not trained again (a different config, seed or test set is refused: use another work dir);
@@ -20,7 +23,8 @@ an interrupted training is continued with ``train.py --resume``. ``--budget-minu
 trainings once the next one would, at the slowest training seen so far, end past the budget.
 
 Cost: each candidate trains for the quickstart budget, about 13-14 minutes on 2 CPU cores, so a full run of
-the N candidates takes about N x 14 minutes (7 candidates: ~1 h 40 min), plus a minute for the test set.
+the N candidates takes about N x 14 minutes (7 candidates: ~1 h 40 min), plus a minute for the test set and
+about 3 minutes of detection per candidate (2 of them for the eight views).
 """
 from __future__ import annotations
 
@@ -47,12 +51,25 @@ CANDIDATES = {
     "huber+kld+qfl": ["loss.box_loss=kld", "loss.quality=qfl"],
     "gwd": ["loss.box_loss=gwd", "loss.keep_huber=false"],
     "riou+qfl": ["loss.box_loss=riou", "loss.keep_huber=false", "loss.quality=qfl"],
+    # the centre is the largest error of the default's boxes: Huber terms (box and angle) that turn linear 5x
+    # sooner, weighted so that large errors pull as before (delta x weight kept), pull 5x harder on the small
+    # offsets that decide IoU 0.85-0.95
+    "huber-d0.02": ["loss.huber_delta=0.02", "loss.box_weight=250", "loss.angle_weight=100"],
 }
+# inference setting -> infer.py options; "vote" is infer.py's default
+INFERENCE = {
+    "nms": ["--vote-iou", "0"],
+    "vote": [],
+    "d8+vote": ["--tta", "d8"],
+}
+DEFAULT_INFERENCE = "vote"
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="", help="comma list of candidates (default: all): " + ", ".join(CANDIDATES))
+    parser.add_argument("--inference", default=",".join(INFERENCE),
+                        help="comma list of inference settings (default: all): " + ", ".join(INFERENCE))
     parser.add_argument("--budget-minutes", type=float, default=0.0,
                         help="start no training that would end past this many minutes (0: no limit)")
     parser.add_argument("--test-scenes", type=int, default=100, help="synthetic test scenes (default 100)")
@@ -66,6 +83,10 @@ def parse_args(argv=None):
     unknown = [n for n in names if n not in CANDIDATES]
     if unknown:
         parser.error(f"unknown candidate(s) {', '.join(unknown)}; valid: {', '.join(CANDIDATES)}")
+    args.inference = [n.strip() for n in args.inference.split(",") if n.strip()]
+    unknown = [n for n in args.inference if n not in INFERENCE]
+    if unknown or not args.inference:
+        parser.error(f"unknown inference setting(s) {', '.join(unknown)}; valid: {', '.join(INFERENCE)}")
     if args.test_scenes <= 0:
         parser.error("--test-scenes must be > 0")
     args.names = names
@@ -137,16 +158,17 @@ def train(args, name: str, work: Path) -> float:
     return minutes
 
 
-def evaluate(args, name: str, work: Path, test: Path) -> dict:
-    """Detect the test set with the candidate's best checkpoint; mAP per threshold (fractions)."""
+def evaluate(args, name: str, inference: str, work: Path, test: Path) -> dict:
+    """Detect the test set with the candidate's best checkpoint and one inference setting: ``{"map": mAP per
+    threshold (fractions), "seconds": detection wall time}``."""
     run_dir = work / "runs" / f"quality-{name}"
-    det, scores = work / "detections" / name, work / "eval" / name
+    det, scores = work / "detections" / inference / name, work / "eval" / inference / name
     log = work / f"quality-{name}.log"
-    _run([sys.executable, "infer.py", str(test / "images"), "-1", str(_best_checkpoint(run_dir)), "obb",
-          "--out", str(det), "--quiet", "--threads", str(args.threads)], log)
+    minutes = _run([sys.executable, "infer.py", str(test / "images"), "-1", str(_best_checkpoint(run_dir)), "obb",
+                    "--out", str(det), "--quiet", "--threads", str(args.threads), *INFERENCE[inference]], log)
     _run([sys.executable, "-m", "eval.pascalvoc", "-gt", str(test / "labels"), "-det", str(det),
           "--iou-thresholds", "0.50:0.95:0.05", "-sp", str(scores), "-np", "-q"], log)
-    return json.loads((scores / "results.json").read_text())["map"]
+    return {"map": json.loads((scores / "results.json").read_text())["map"], "seconds": minutes * 60}
 
 
 def check_work_dir(args, work: Path) -> None:
@@ -163,15 +185,31 @@ def check_work_dir(args, work: Path) -> None:
         path.write_text(json.dumps(setup, indent=1))
 
 
-def table(rows: dict, configs: dict) -> str:
-    header = f"{'candidate':<16}" + "".join(f"{'mAP' + t:>10}" for t in THRESHOLDS) + f"{'train min':>11}"
+def table(rows: dict, configs: dict, inference: list[str]) -> str:
+    header = (f"{'candidate':<16}{'inference':<10}" + "".join(f"{'mAP' + t:>10}" for t in THRESHOLDS)
+              + f"{'train min':>11}{'detect s':>10}")
     lines = [header, "-" * len(header)]
     for name, row in rows.items():
-        mark = "*" if is_default(configs[name]) else " "
-        lines.append(f"{mark}{name:<15}" + "".join(f"{row['map'][t]:>10.3f}" for t in THRESHOLDS)
-                     + f"{row['minutes']:>11.1f}")
-    lines.append("* the current defaults (obbdet.config.LossConfig)")
+        for setting in inference:
+            if setting not in row["inference"]:
+                continue
+            found = row["inference"][setting]
+            mark = "*" if is_default(configs[name]) and setting == DEFAULT_INFERENCE else " "
+            lines.append(f"{mark}{name:<15}{setting:<10}" + "".join(f"{found['map'][t]:>10.3f}" for t in THRESHOLDS)
+                         + f"{row['minutes']:>11.1f}{found['seconds']:>10.0f}")
+    lines.append("* the current defaults (obbdet.config.LossConfig, infer.py's default inference)")
     return "\n".join(lines)
+
+
+def load_row(path: Path, name: str) -> dict:
+    """A candidate's stored result; refused when it was trained with other loss settings."""
+    row = json.loads(path.read_text())
+    if row["overrides"] != CANDIDATES[name]:
+        raise SystemExit(f"{path}: trained with {row['overrides']}, but {name} is now {CANDIDATES[name]}; delete it "
+                         f"(and runs/quality-{name}) to train it again")
+    row.pop("map", None)  # the earlier layout: one plain-NMS result, measured again as "nms"
+    row.setdefault("inference", {})
+    return row
 
 
 def main(argv=None) -> int:
@@ -185,28 +223,27 @@ def main(argv=None) -> int:
     for name in args.names:
         result_path = work / "results" / f"{name}.json"
         if result_path.is_file():
-            rows[name] = json.loads(result_path.read_text())
-            if rows[name]["overrides"] != CANDIDATES[name]:
-                raise SystemExit(f"{result_path}: trained with {rows[name]['overrides']}, but {name} is now "
-                                 f"{CANDIDATES[name]}; delete it (and runs/quality-{name}) to train it again")
+            rows[name] = load_row(result_path, name)
             slowest = max(slowest, rows[name]["minutes"])
     for name in args.names:
-        if name in rows:
-            continue
-        elapsed = (time.monotonic() - start) / 60
-        if args.budget_minutes and elapsed + slowest > args.budget_minutes:
-            skipped.append(name)
-            continue
-        print(f"[{elapsed:6.1f} min] training {name}: {' '.join(CANDIDATES[name]) or '(defaults)'}", flush=True)
-        minutes = train(args, name, work)
-        slowest = max(slowest, minutes)
-        rows[name] = {"map": evaluate(args, name, work, test), "minutes": minutes, "overrides": CANDIDATES[name]}
-        result_path = work / "results" / f"{name}.json"
-        result_path.parent.mkdir(parents=True, exist_ok=True)
-        result_path.write_text(json.dumps(rows[name], indent=1))
+        if name not in rows:
+            elapsed = (time.monotonic() - start) / 60
+            if args.budget_minutes and elapsed + slowest > args.budget_minutes:
+                skipped.append(name)
+                continue
+            print(f"[{elapsed:6.1f} min] training {name}: {' '.join(CANDIDATES[name]) or '(defaults)'}", flush=True)
+            minutes = train(args, name, work)
+            slowest = max(slowest, minutes)
+            rows[name] = {"minutes": minutes, "overrides": CANDIDATES[name], "inference": {}}
+        for setting in args.inference:
+            if setting not in rows[name]["inference"]:
+                rows[name]["inference"][setting] = evaluate(args, name, setting, work, test)
+                result_path = work / "results" / f"{name}.json"
+                result_path.parent.mkdir(parents=True, exist_ok=True)
+                result_path.write_text(json.dumps(rows[name], indent=1))
     print(f"\nmAP on {args.test_scenes} synthetic test scenes (seed {TEST_SEED}), training seed {args.seed}, "
           f"config {args.config or 'quickstart'} {' '.join(args.overrides)}")
-    print(table({name: rows[name] for name in args.names if name in rows}, configs))
+    print(table({name: rows[name] for name in args.names if name in rows}, configs, args.inference))
     if skipped:
         print(f"not run within --budget-minutes {args.budget_minutes:g}: {', '.join(skipped)} (run again to continue)")
     return 0
