@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         return 2
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
-        return run(args, Path(args.save))
+        return run(args, Path(args.save).resolve())  # the registry resolves roots against its own folder
     with tempfile.TemporaryDirectory(prefix="obbdet-overfit-") as tmp:
         return run(args, Path(tmp))
 

@@ -26,18 +26,27 @@ HALF_PI = math.pi / 2
 DEFAULT_VOTE_IOU = 0.6
 
 
-def vote_pairs(kept: torch.Tensor, kept_labels: torch.Tensor, candidates: torch.Tensor,
-               candidate_labels: torch.Tensor, vote_iou: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The voting pairs ``(kept index [P], candidate index [P])``: same class, exact rotated IoU >= ``vote_iou``.
+def vote_pairs(kept: torch.Tensor, kept_scores: torch.Tensor, kept_labels: torch.Tensor, candidates: torch.Tensor,
+               candidate_scores: torch.Tensor, candidate_labels: torch.Tensor,
+               vote_iou: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The voting pairs ``(kept index [P], candidate index [P])``.
 
-    kept ``[K, 5]`` and candidates ``[N, 5]`` xywha (le90, radians); labels ``[K]`` / ``[N]`` int64. Every kept
-    box pairs with itself when it is among the candidates (IoU 1).
+    kept ``[K, 5]`` (NMS order: scores descending) and candidates ``[N, 5]`` xywha (le90, radians), with scores
+    ``[K]`` / ``[N]`` and labels ``[K]`` / ``[N]`` int64. A candidate votes for one kept box at most: the
+    best-scored one of its class that it overlaps at exact rotated IoU >= ``vote_iou`` and that scores at least as
+    high as itself. So a candidate another kept box beat in NMS cannot drag a lower-scored neighbour onto that
+    box (in a dense car park two adjacent vehicles stay two boxes), and no candidate counts twice. Every kept box
+    pairs with itself when it is among the candidates (IoU 1).
     """
     if not 0 < vote_iou <= 1:
         raise ValueError(f"vote_iou must be in (0, 1], got {vote_iou}")
     idx_k, idx_c, _ = box_iou_rotated_sparse(kept.double(), candidates.double(), min_iou=vote_iou)
-    same = kept_labels[idx_k] == candidate_labels[idx_c]
-    return idx_k[same], idx_c[same]
+    ok = (kept_labels[idx_k] == candidate_labels[idx_c]) & (candidate_scores[idx_c] <= kept_scores[idx_k])
+    idx_k, idx_c = idx_k[ok], idx_c[ok]
+    first = torch.full((len(candidates),), len(kept), dtype=idx_k.dtype, device=idx_k.device)
+    first = first.scatter_reduce(0, idx_c, idx_k, reduce="amin")  # kept boxes come in descending score order
+    own = idx_k == first[idx_c]
+    return idx_k[own], idx_c[own]
 
 
 def weighted_mean_boxes(kept: torch.Tensor, candidates: torch.Tensor, weights: torch.Tensor,

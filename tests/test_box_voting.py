@@ -31,10 +31,11 @@ def angle_gap(a, b) -> float:
 
 
 def vote(kept, candidates, weights, vote_iou=0.5):
-    kept, candidates = t(kept), t(candidates)
-    idx_k, idx_c = vote_pairs(kept, torch.zeros(len(kept), dtype=torch.long), candidates,
-                              torch.zeros(len(candidates), dtype=torch.long), vote_iou)
-    return weighted_mean_boxes(kept, candidates, torch.tensor(weights, dtype=torch.float32), idx_k, idx_c)
+    """Kept boxes (scoring 1, above every candidate) voted from candidates scored ``weights``."""
+    kept, candidates, weights = t(kept), t(candidates), torch.tensor(weights, dtype=torch.float32)
+    idx_k, idx_c = vote_pairs(kept, torch.ones(len(kept)), torch.zeros(len(kept), dtype=torch.long), candidates,
+                              weights, torch.zeros(len(candidates), dtype=torch.long), vote_iou)
+    return weighted_mean_boxes(kept, candidates, weights, idx_k, idx_c)
 
 
 def test_a_kept_box_becomes_the_score_weighted_mean_of_its_cluster():
@@ -91,6 +92,28 @@ def test_voting_is_class_aware_and_off_at_zero():
     assert voted["boxes"][0, 0].item() == pytest.approx((0.9 * 50 + 0.8 * 52) / 1.7, abs=1e-4)  # class 0 only
     torch.testing.assert_close(voted["boxes"][1], boxes[2])  # class 1 alone: unchanged
     torch.testing.assert_close(voted["scores"], plain["scores"])  # one view: the kept box's score
+
+
+def test_a_candidate_votes_once_and_never_for_a_box_scoring_below_it():
+    """Dense parking: kept box A (0.9) beat candidate X (0.8) in NMS; B (0.3), the car next to A, overlaps X at
+    IoU >= vote_iou but scores below it, so X must not drag B onto A; candidate Y overlapping A and C votes only
+    for A, the better-scored one."""
+    boxes = t([[50, 50, 40, 16, 0.0],  # A
+               [50, 57, 40, 16, 0.0],  # X: between A and B, suppressed by A
+               [50, 62, 40, 16, 0.0],  # B: the neighbour, IoU(A, B) < nms_iou
+               [80, 50, 40, 16, 0.0],  # C
+               [65, 50, 40, 16, 0.0]])  # Y: overlaps A and C alike
+    scores = torch.tensor([0.9, 0.8, 0.3, 0.7, 0.2])
+    labels = torch.zeros(5, dtype=torch.long)
+    kept = [0, 3, 2]  # NMS order: A, C, B
+    idx_k, idx_c = vote_pairs(boxes[kept], scores[kept], labels[kept], boxes, scores, labels, vote_iou=0.3)
+    pairs = sorted(zip(idx_k.tolist(), idx_c.tolist()))
+    assert (2, 1) not in pairs  # X does not vote for B
+    assert sum(c == 4 for _, c in pairs) == 1 and (0, 4) in pairs  # Y votes once, for A
+    assert (0, 0) in pairs and (1, 3) in pairs and (2, 2) in pairs  # every kept box votes for itself
+    voted = suppress({"boxes": boxes, "scores": scores, "labels": labels}, nms_iou=0.3, max_det=10, vote_iou=0.3)
+    b = voted["boxes"][voted["scores"] == 0.3][0]
+    torch.testing.assert_close(b, boxes[2])  # B stays where it was
 
 
 def test_voting_moves_the_heading_onto_the_new_long_axis():

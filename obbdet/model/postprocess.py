@@ -149,8 +149,9 @@ def suppress(result: dict, nms_iou: float, max_det: int, vote_iou: float = 0.0, 
     ``labels [N]``, optional ``heading [N]``): the kept ones, sorted by score, at most ``max_det``.
 
     ``vote_iou`` > 0: each kept box becomes the score-weighted mean of the candidates of its class overlapping it
-    at IoU >= ``vote_iou`` (``obbdet.box_voting``; its heading is moved onto the new long axis). ``num_views`` > 1:
-    the candidates come from that many views of the image (test-time augmentation, ``view [N]`` int64 in the
+    at IoU >= ``vote_iou`` (``obbdet.box_voting``; its heading is moved onto the new long axis), and the voted
+    boxes go through NMS once more (two that voting brought together are one vehicle). ``num_views`` > 1: the
+    candidates come from that many views of the image (test-time augmentation, ``view [N]`` int64 in the
     result) and each kept box's score is the views' agreement (``box_voting.view_agreement_scores``).
     """
     from obbdet.nms import batched_nms_rotated
@@ -165,7 +166,8 @@ def suppress(result: dict, nms_iou: float, max_det: int, vote_iou: float = 0.0, 
     kept = {name: value[keep] for name, value in result.items()}
     if vote_iou <= 0:
         return kept
-    idx_k, idx_c = vote_pairs(kept["boxes"], kept["labels"], result["boxes"], result["labels"], vote_iou)
+    idx_k, idx_c = vote_pairs(kept["boxes"], kept["scores"], kept["labels"], result["boxes"], result["scores"],
+                              result["labels"], vote_iou)
     kept["boxes"] = weighted_mean_boxes(kept["boxes"], result["boxes"], result["scores"], idx_k, idx_c).to(
         result["boxes"].dtype)
     if "heading" in kept:
@@ -173,6 +175,7 @@ def suppress(result: dict, nms_iou: float, max_det: int, vote_iou: float = 0.0, 
     if num_views > 1:
         kept["scores"] = view_agreement_scores(result["scores"], views, num_views, len(keep), idx_k, idx_c).to(
             result["scores"].dtype)
-        order = torch.argsort(kept["scores"], descending=True, stable=True)
-        kept = {name: value[order] for name, value in kept.items()}
-    return kept
+    # voted boxes can move closer than nms_iou to a neighbour: suppress again, so that what leaves here is NMS'd
+    # (the cross-tile merge relies on it: it orders by position in the tile, not by score)
+    again = batched_nms_rotated(kept["boxes"], kept["scores"], kept["labels"], nms_iou)
+    return {name: value[again] for name, value in kept.items()}
