@@ -116,6 +116,17 @@ def test_a_candidate_votes_once_and_never_for_a_box_scoring_below_it():
     torch.testing.assert_close(b, boxes[2])  # B stays where it was
 
 
+def test_boxes_voting_brings_together_are_suppressed_again():
+    """A (0.9) and B (0.8) pass NMS at 0.4 (IoU 0.33); candidate C between them votes for A and moves it to IoU
+    0.47 with B: what leaves is NMS'd again, so B goes (the cross-tile merge relies on NMS'd tile outputs)."""
+    boxes = t([[50, 50, 40, 16, 0.0], [50, 58, 40, 16, 0.0], [50, 55, 40, 16, 0.0]])
+    result = {"boxes": boxes, "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.zeros(3, dtype=torch.long)}
+    plain = suppress(dict(result), nms_iou=0.4, max_det=10)
+    voted = suppress(dict(result), nms_iou=0.4, max_det=10, vote_iou=0.5)
+    assert len(plain["boxes"]) == 2 and len(voted["boxes"]) == 1
+    assert float(voted["boxes"][0, 1]) == pytest.approx((0.9 * 50 + 0.7 * 55) / 1.6, abs=1e-4)
+
+
 def test_voting_moves_the_heading_onto_the_new_long_axis():
     result = {"boxes": t([[50, 50, 40, 16, D(0)], [50, 50, 40, 16, D(10)]]), "scores": torch.tensor([0.5, 0.5]),
               "labels": torch.tensor([0, 0]), "heading": torch.tensor([D(178), D(-170)])}
