@@ -17,10 +17,9 @@ import math
 
 import torch
 
-from obbdet.boxes import BOX_DIM, normalize_xywha, wrap_angle
+from obbdet.boxes import BOX_DIM, HALF_PI, normalize_xywha, wrap_angle
 from obbdet.iou import box_iou_rotated_sparse
 
-HALF_PI = math.pi / 2
 # the default of infer.py, Predictor and validation (TrainConfig.vote_iou): measured best of 0.5-0.7 with and
 # without test-time augmentation (bench/quality.py)
 DEFAULT_VOTE_IOU = 0.6

@@ -163,7 +163,9 @@ class TrainConfig:
     best_metric: str = "50-95"  # key of EvalResult.map used to pick best-checkpoint-*.pt ("0.50", "50-95", ...)
     score_threshold: float = 0.05  # detections kept for evaluation
     nms_iou: float = 0.4
-    vote_iou: float = 0.6  # box voting after NMS (obbdet.box_voting; 0: plain NMS); stored in checkpoints
+    # box voting after NMS (obbdet.box_voting; 0: plain NMS); stored in checkpoints. box_voting.DEFAULT_VOTE_IOU,
+    # written out: this module imports without torch (tests/test_box_voting.py checks they agree)
+    vote_iou: float = 0.6
     tta: str = "none"  # validation's test-time augmentation (obbdet.model.tta.VIEWS: none, flip, rot4, d8)
     max_det_per_image: int = 1000
     pre_nms_topk: int = 1000  # candidate locations per class decoded before NMS, each with its best anchor
@@ -405,12 +407,13 @@ def validate_config(cfg: RunConfig) -> None:
     elif cfg.model.init and not Path(cfg.model.init).expanduser().is_file():
         raise ConfigError(f"config: model.init={cfg.model.init}: file not found (expected effdet-coco, an obbdet "
                           f"checkpoint or an effdet state_dict file)")
-    from obbdet.model.tta import VIEWS
+    from obbdet.model.tta import check_tta
 
-    if cfg.train.tta not in VIEWS:
-        raise ConfigError(f"config: train.tta={cfg.train.tta!r} is not one of {', '.join(VIEWS)}")
-    if cfg.train.tta != "none" and cfg.train.vote_iou <= 0:
-        raise ConfigError(f"config: train.tta={cfg.train.tta} fuses its views by box voting: set train.vote_iou > 0")
+    try:
+        check_tta(cfg.train.tta, cfg.train.vote_iou)
+    except ValueError as exc:
+        raise ConfigError(f"config: train.tta={cfg.train.tta!r}, train.vote_iou={cfg.train.vote_iou:g}: {exc}") \
+            from None
     for section, name in (("data", "rotate_prob"), ("data", "object_focus_prob"), ("train", "vote_iou")):
         if not 0.0 <= getattr(getattr(cfg, section), name) <= 1.0:
             raise ConfigError(f"config: {section}.{name} must be in [0, 1]")

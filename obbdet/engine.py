@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from obbdet.box_voting import DEFAULT_VOTE_IOU
 from obbdet.data import targets_to_device
 from obbdet.distributed import agree, all_reduce_sum, unwrap
 from obbdet.model.loss import LOSS_NAMES
@@ -203,7 +204,7 @@ class EvalOptions:
     batch: int = 4  # tiles per forward pass
     scale: float = 1.0  # network pixels per dataset pixel (data.scale), as infer.py rescales by vehicle width
     workers: int = 0  # DataLoader workers decoding validation images
-    vote_iou: float = 0.6  # box voting (obbdet.box_voting; 0: plain NMS)
+    vote_iou: float = DEFAULT_VOTE_IOU  # box voting (obbdet.box_voting; 0: plain NMS)
     tta: str = "none"  # test-time augmentation (obbdet.model.tta.VIEWS)
 
 

@@ -241,6 +241,14 @@ def test_boxes_seen_in_few_views_drop_below_the_score_threshold():
     assert len(calls) == 8 and len(fused["boxes"]) == 0
 
 
+def test_the_training_default_is_the_inference_default():
+    from obbdet.box_voting import DEFAULT_VOTE_IOU
+    from obbdet.config import TrainConfig
+    from obbdet.engine import EvalOptions
+
+    assert TrainConfig().vote_iou == EvalOptions().vote_iou == InferenceOptions().vote_iou == DEFAULT_VOTE_IOU
+
+
 def test_options_refuse_unknown_views_and_views_without_voting():
     with pytest.raises(ValueError, match="choose one of none, flip, rot4, d8"):
         InferenceOptions(tta="d4")

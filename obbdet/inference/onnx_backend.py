@@ -5,7 +5,8 @@ anchors for the input's size, per-class top-k candidates and their decoding to l
 model's ``metadata_props``, what inference needs from the checkpoint (:func:`read_metadata`). An
 :class:`OnnxDetector` has the ``predict`` / ``stride`` / ``device`` of an obbdet ``Detector``: the score threshold
 and the exact rotated NMS run after the graph with the same code as the PyTorch path
-(``PostProcessor.candidates_from_top`` and ``suppress``), so ``Predictor``, ``infer.py`` and the folder runner work unchanged.
+(``PostProcessor.candidates_from_top`` and ``suppress``), so ``Predictor``, ``infer.py`` and the folder runner work
+unchanged.
 """
 from __future__ import annotations
 

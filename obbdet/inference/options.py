@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from obbdet.box_voting import DEFAULT_VOTE_IOU
 from obbdet.inference.merge import BORDER_MARGIN_PX
-from obbdet.model.tta import VIEWS
+from obbdet.model.tta import check_tta
 
 # Exit codes of infer.py (documented in its --help).
 EXIT_OK = 0
@@ -82,11 +82,7 @@ class InferenceOptions:
             raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
         if not 0 <= self.vote_iou <= 1:
             raise ValueError(f"vote_iou must be in [0, 1] (0: no box voting), got {self.vote_iou}")
-        if self.tta not in VIEWS:
-            raise ValueError(f"unknown test-time augmentation {self.tta!r}; choose one of {', '.join(VIEWS)}")
-        if self.tta != "none" and self.vote_iou == 0:
-            raise ValueError(f"test-time augmentation {self.tta!r} fuses its views by box voting: it needs "
-                             "vote_iou > 0")
+        check_tta(self.tta, self.vote_iou)
         if self.max_det < 1:
             raise ValueError(f"max_det must be >= 1, got {self.max_det}")
         if not 0 <= self.max_det_per_megapixel < math.inf:

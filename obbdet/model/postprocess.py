@@ -17,8 +17,8 @@ class PostProcessor:
 
     score_threshold: candidates below are dropped. nms_iou: rotated IoU above which a lower-scored box of the
     same class is suppressed. vote_iou: each kept box becomes the score-weighted mean of its class's candidates
-    overlapping it at least this much (``obbdet.box_voting``; 0: plain NMS). max_det_per_image: detections kept per image after NMS (default 1000: dense car
-    parks hold 300+ vehicles). pre_nms_topk: best (location, class) candidates decoded per image before NMS; a
+    overlapping it at least this much (``obbdet.box_voting``; 0: plain NMS). max_det_per_image: detections kept
+    per image after NMS (default 1000: dense car parks hold 300+ vehicles). pre_nms_topk: best (location, class) candidates decoded per image before NMS; a
     configurable cap (per class) that warns when it cuts candidates above the score threshold.
     anchors_per_location: anchor shapes per feature-map location (consecutive in the anchor order). Each
     location proposes, per class, only its best-scoring shape: the other shapes there are near-copies of the

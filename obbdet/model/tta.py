@@ -23,10 +23,13 @@ from obbdet.model.postprocess import suppress
 VIEWS = {"none": (0,), "flip": (0, 1), "rot4": (0, 3, 5, 6), "d8": tuple(range(8))}
 
 
-def check_tta(name: str) -> tuple[int, ...]:
-    """The views of the test-time augmentation ``name``; ValueError naming the choices."""
+def check_tta(name: str, vote_iou: float) -> tuple[int, ...]:
+    """The views of the test-time augmentation ``name``; ValueError naming the choices, or when several views
+    would have no box voting (``vote_iou`` <= 0) to fuse them."""
     if name not in VIEWS:
         raise ValueError(f"unknown test-time augmentation {name!r}; choose one of {', '.join(VIEWS)}")
+    if len(VIEWS[name]) > 1 and vote_iou <= 0:
+        raise ValueError(f"test-time augmentation {name!r} fuses its views by box voting: it needs vote_iou > 0")
     return VIEWS[name]
 
 
@@ -70,11 +73,9 @@ def predict_views(candidates_of: Callable[[torch.Tensor], list[dict]], images: t
     input's pixels. Several views need ``vote_iou`` > 0: their candidates are fused by voting, and fused boxes
     whose agreement score falls below ``score_threshold`` (seen in too few views) are dropped.
     """
-    views = check_tta(tta)
+    views = check_tta(tta, vote_iou)
     if len(views) == 1:
         return [suppress(c, nms_iou, max_det, vote_iou) for c in candidates_of(images)]
-    if vote_iou <= 0:
-        raise ValueError(f"test-time augmentation {tta!r} fuses its views by box voting: it needs vote_iou > 0")
     per_image = [[] for _ in range(images.shape[0])]
     layout = torch.channels_last if images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last) \
         else torch.contiguous_format  # a channels_last detector gets its views in that layout too
