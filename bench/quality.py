@@ -187,17 +187,20 @@ def check_work_dir(args, work: Path) -> None:
 
 def table(rows: dict, configs: dict, inference: list[str]) -> str:
     header = (f"{'candidate':<16}{'inference':<10}" + "".join(f"{'mAP' + t:>10}" for t in THRESHOLDS)
-              + f"{'train min':>11}{'detect s':>10}")
+              + f"{'train min':>11}{'detect s':>10}{'x nms':>7}")
     lines = [header, "-" * len(header)]
     for name, row in rows.items():
+        baseline = row["inference"].get("nms", {}).get("seconds")
         for setting in inference:
             if setting not in row["inference"]:
                 continue
             found = row["inference"][setting]
             mark = "*" if is_default(configs[name]) and setting == DEFAULT_INFERENCE else " "
+            ratio = f"{found['seconds'] / baseline:>7.2f}" if baseline else f"{'-':>7}"
             lines.append(f"{mark}{name:<15}{setting:<10}" + "".join(f"{found['map'][t]:>10.3f}" for t in THRESHOLDS)
-                         + f"{row['minutes']:>11.1f}{found['seconds']:>10.0f}")
-    lines.append("* the current defaults (obbdet.config.LossConfig, infer.py's default inference)")
+                         + f"{row['minutes']:>11.1f}{found['seconds']:>10.0f}{ratio}")
+    lines.append("* the current defaults (obbdet.config.LossConfig, infer.py's default inference); x nms: detection "
+                 "time over the same checkpoint's plain-NMS run")
     return "\n".join(lines)
 
 
