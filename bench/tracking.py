@@ -56,7 +56,7 @@ from obbdet.structures import ImageLabels  # noqa: E402
 from obbdet.tracking import Tracker, TrackerOptions, track_sequence  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "tracking"
-CHECKPOINT = ROOT / "runs" / "quickstart" / "best-checkpoint-011epoch.pt"
+QUICKSTART_RUN = ROOT / "runs" / "quickstart"  # default: its best-checkpoint-*epoch.pt (the run keeps one)
 ROWS = ("per-frame", "copy-angle", "obbdet")
 JITTER_FACTOR = 3.0  # claim: parked jitter at least this many times lower with tracking
 HEADING_SHARE = 0.95  # claim: heading within 45 degrees on at least this share of moving track-frames
@@ -341,7 +341,8 @@ def draw_figure(path: Path, data: Path, tracked: dict, seq: str | None, frame: i
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="default: the best checkpoint of runs/quickstart (tools/quickstart.sh)")
     parser.add_argument("--sequences", type=int, default=3)
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--size", type=int, default=768)
@@ -352,6 +353,9 @@ def main(argv=None) -> int:
     parser.add_argument("--figure-frame", default=None, metavar="SEQ:FRAME", help="the frame drawn (default: "
                         "the one with the most moving tracks)")
     args = parser.parse_args(argv)
+    if args.checkpoint is None:
+        found = sorted(QUICKSTART_RUN.glob("best-checkpoint-*epoch.pt"))
+        args.checkpoint = found[-1] if found else QUICKSTART_RUN / "best-checkpoint-*epoch.pt"
     if not args.checkpoint.is_file():
         raise SystemExit(f"{args.checkpoint}: no such checkpoint (train one with tools/quickstart.sh)")
     predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")
