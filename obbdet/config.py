@@ -201,7 +201,7 @@ VARIANTS: dict[str, dict] = {
                  "val_image_size": 512, "workers": -1},
         "optim": {"lr": 1e-3},
         "schedule": {"name": "cosine", "warmup_epochs": 1.0},
-        "train": {"epochs": 40},
+        "train": {"epochs": 40, "eval_interval": 1},
     },
     "tiny": {  # unit tests and smoke runs: seconds per epoch on a CPU
         "model": {"variant": "obbdet_micro", "image_size": 128},
@@ -210,7 +210,7 @@ VARIANTS: dict[str, dict] = {
                  "batch_size": 4, "val_batch_size": 4, "workers": 0},
         "optim": {"ema": True, "ema_decay": 0.9},
         "schedule": {"warmup_epochs": 0.0},
-        "train": {"epochs": 2},
+        "train": {"epochs": 2, "eval_interval": 1},
     },
 }
 
