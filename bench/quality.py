@@ -128,10 +128,12 @@ def make_test_set(args, work: Path, scene_size: int) -> Path:
 
 
 def _best_checkpoint(run_dir: Path) -> Path:
-    found = sorted(run_dir.glob("best-checkpoint-*epoch.pt"))
-    if not found:
+    from obbdet.run_outputs import best_checkpoint
+
+    found = best_checkpoint(run_dir)
+    if found is None:
         raise RuntimeError(f"{run_dir}: no best-checkpoint-*epoch.pt (did the training evaluate?)")
-    return found[-1]
+    return found
 
 
 def train(args, name: str, work: Path) -> float:

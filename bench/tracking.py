@@ -52,6 +52,7 @@ from obbdet.formats import read_obb_json, write_obb_json  # noqa: E402
 from obbdet.imageio import read_image_rgb, write_image_rgb  # noqa: E402
 from obbdet.inference import Predictor  # noqa: E402
 from obbdet.inference.sequences import labels_above, overlay_frame  # noqa: E402
+from obbdet.run_outputs import best_checkpoint  # noqa: E402
 from obbdet.structures import ImageLabels  # noqa: E402
 from obbdet.tracking import Tracker, TrackerOptions, track_sequence  # noqa: E402
 
@@ -354,8 +355,9 @@ def main(argv=None) -> int:
                         "the one with the most moving tracks)")
     args = parser.parse_args(argv)
     if args.checkpoint is None:
-        found = sorted(QUICKSTART_RUN.glob("best-checkpoint-*epoch.pt"))
-        args.checkpoint = found[-1] if found else QUICKSTART_RUN / "best-checkpoint-*epoch.pt"
+        args.checkpoint = best_checkpoint(QUICKSTART_RUN)
+        if args.checkpoint is None:
+            raise SystemExit(f"{QUICKSTART_RUN}: no best checkpoint (train one with tools/quickstart.sh)")
     if not args.checkpoint.is_file():
         raise SystemExit(f"{args.checkpoint}: no such checkpoint (train one with tools/quickstart.sh)")
     predictor = Predictor.from_checkpoint(args.checkpoint, device="cpu")

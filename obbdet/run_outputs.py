@@ -17,6 +17,8 @@ from obbdet.model.loss import LOSS_NAMES
 
 logger = logging.getLogger(__name__)
 
+BEST_CHECKPOINT_GLOB = "best-checkpoint-*epoch.pt"  # a run keeps one: RunOutputs.save_best removes the previous
+
 
 def format_result_line(stage: str, epoch: int, loss: float, seconds: float) -> str:
     """The line users grep: ``[RESULT]: Train. Epoch: 35, summary_loss: 0.08144, time: 16.2 mins``."""
@@ -97,7 +99,7 @@ class RunOutputs:
         path = self.run_dir / f"best-checkpoint-{epoch:03d}epoch.pt"
         if self.enabled:
             save_checkpoint(payload, path)
-            for old in self.run_dir.glob("best-checkpoint-*epoch.pt"):
+            for old in self.run_dir.glob(BEST_CHECKPOINT_GLOB):
                 if old != path:
                     old.unlink()
         return path
@@ -105,6 +107,12 @@ class RunOutputs:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The run folder's ``best-checkpoint-NNNepoch.pt`` (the latest epoch if several), or None."""
+    found = sorted(Path(run_dir).glob(BEST_CHECKPOINT_GLOB))
+    return found[-1] if found else None
 
 
 def epoch_record(epoch: int, train_stats: dict, val_losses: dict | None, result, lr: float,

@@ -19,6 +19,7 @@ from obbdet.boxes import xywha_to_poly
 from obbdet.cli import infer as infer_cli
 from obbdet.formats import read_obb_json
 from obbdet.inference import InferenceOptions, plan_tiles, rescale_factor, scale_xywha
+from obbdet.run_outputs import best_checkpoint
 from obbdet.iou import box_iou_rotated
 from tests.infer_support import bad_input_folder, detect_image
 
@@ -36,9 +37,9 @@ def quickstart_checkpoint() -> Path:
     run = QUICKSTART_RUN
     if run.is_file():
         return run
-    best = sorted(run.glob("best-checkpoint-*epoch.pt"))
-    if best:
-        return best[-1]
+    best = best_checkpoint(run)
+    if best is not None:
+        return best
     if (run / "last.pt").is_file():
         return run / "last.pt"
     pytest.skip(f"no quickstart checkpoint in {run}: run `python train.py quickstart 167` first "
