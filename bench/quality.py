@@ -1,5 +1,5 @@
-"""Which localization loss and which inference fit boxes best? Train each candidate, detect a fixed test set with
-each inference setting, compare mAP at strict IoU.
+"""Which localization loss, crop sampling and inference fit boxes best? Train each candidate, detect a fixed test
+set with each inference setting, compare mAP at strict IoU.
 
     python bench/quality.py                                   # every candidate, quickstart budget each
     python bench/quality.py --only huber,riou+qfl             # some of them
@@ -7,15 +7,15 @@ each inference setting, compare mAP at strict IoU.
     python bench/quality.py --config tiny --test-scenes 5 train.epochs=1   # smoke run of the whole path
 
 Each candidate is one ``python train.py quality-<name> <seed>`` run with the same config (``--config``, default
-the quickstart defaults), the same seed and its own ``loss.*`` overrides (the ``key=value`` arguments given here
+the quickstart defaults), the same seed and its own overrides (``CANDIDATES``) (the ``key=value`` arguments given here
 apply to every candidate). A fixed test set of ``--test-scenes`` synthetic scenes (``tools/make_synthetic.py
 --split test --seed 4242``, a split and seed training never uses, at the training scenes' size) is detected
 with ``infer.py`` and each run's best checkpoint at the scenes' own resolution, once per inference setting
 (``INFERENCE``: plain NMS, NMS + box voting, and box voting over the eight flips and quarter turns of
 test-time augmentation), and scored with ``python -m eval.pascalvoc``. One table: mAP at IoU 0.50 / 0.75 /
 0.85 / 0.90 / 0.95 and 50-95 per candidate and inference, with the training minutes (wall time of ``train.py``,
-validation included) and the detection seconds; ``*`` marks the row of the current defaults (the loss of
-``obbdet.config.LossConfig``, ``infer.py``'s default inference).
+validation included) and the detection seconds; ``*`` marks the row of the current defaults (the candidate
+whose resolved config is the one without candidate overrides, ``infer.py``'s default inference).
 
 Piecewise: everything lands in ``--work-dir`` (default ``runs/quality_bench``). A candidate whose result is
 there already is not trained again (a different config, seed or test set is refused: use another work dir);
@@ -23,7 +23,7 @@ an interrupted training is continued with ``train.py --resume``. ``--budget-minu
 trainings once the next one would, at the slowest training seen so far, end past the budget.
 
 Cost: each candidate trains for the quickstart budget, about 13-14 minutes on 2 CPU cores, so a full run of
-the N candidates takes about N x 14 minutes (7 candidates: ~1 h 40 min), plus a minute for the test set and
+the N candidates takes about N x 14 minutes (all 11: ~2 h 35 min), plus a minute for the test set and
 about 3 minutes of detection per candidate (2 of them for the eight views).
 """
 from __future__ import annotations
@@ -39,22 +39,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from obbdet.config import resolve_config  # noqa: E402
+
 TEST_SEED = 4242  # never a training seed: training scenes use data.synthetic_seed (0) with splits train / val
 THRESHOLDS = ("0.50", "0.75", "0.85", "0.90", "0.95", "50-95")
-# name -> loss overrides. Huber: box deltas + angle vector (the previous default); "+": beside the Huber terms;
-# no "huber" in the name: instead of them (loss.keep_huber=false).
+# name -> training overrides. The loss candidates were compared with the crop sampling of the time (a training
+# crop placed around an object half of the time, PREVIOUS_SAMPLING). Huber: box deltas + angle vector (the
+# previous default); "+": beside the Huber terms; no "huber" in the name: instead of them (loss.keep_huber=false).
+PREVIOUS_SAMPLING = ["data.object_focus_prob=0.5"]
 CANDIDATES = {
-    "huber": [],
-    "huber+qfl": ["loss.quality=qfl"],
-    "huber+probiou": ["loss.box_loss=probiou"],
-    "huber+kld": ["loss.box_loss=kld"],
-    "huber+kld+qfl": ["loss.box_loss=kld", "loss.quality=qfl"],
-    "gwd": ["loss.box_loss=gwd", "loss.keep_huber=false"],
-    "riou+qfl": ["loss.box_loss=riou", "loss.keep_huber=false", "loss.quality=qfl"],
+    "huber": PREVIOUS_SAMPLING,
+    "huber+qfl": [*PREVIOUS_SAMPLING, "loss.quality=qfl"],
+    "huber+probiou": [*PREVIOUS_SAMPLING, "loss.box_loss=probiou"],
+    "huber+kld": [*PREVIOUS_SAMPLING, "loss.box_loss=kld"],
+    "huber+kld+qfl": [*PREVIOUS_SAMPLING, "loss.box_loss=kld", "loss.quality=qfl"],
+    "gwd": [*PREVIOUS_SAMPLING, "loss.box_loss=gwd", "loss.keep_huber=false"],
+    "riou+qfl": [*PREVIOUS_SAMPLING, "loss.box_loss=riou", "loss.keep_huber=false", "loss.quality=qfl"],
     # the centre is the largest error of the default's boxes: Huber terms (box and angle) that turn linear 5x
     # sooner, weighted so that large errors pull as before (delta x weight kept), pull 5x harder on the small
     # offsets that decide IoU 0.85-0.95
-    "huber-d0.02": ["loss.huber_delta=0.02", "loss.box_weight=250", "loss.angle_weight=100"],
+    "huber-d0.02": [*PREVIOUS_SAMPLING, "loss.huber_delta=0.02", "loss.box_weight=250", "loss.angle_weight=100"],
+    # trucks and buses (a tenth of the vehicles, half of the classes' mAP) fit worst: crops placed around a
+    # class-balanced object more often show them more often and more often whole
+    "focus0.8": [],
+    "focus1.0": ["data.object_focus_prob=1.0"],
+    "focus0.8+rot1": ["data.rotate_prob=1.0"],
 }
 # inference setting -> infer.py options; "vote" is infer.py's default
 INFERENCE = {
@@ -106,17 +115,9 @@ def _run(cmd: list[str], log: Path) -> float:
     return (time.monotonic() - start) / 60
 
 
-def resolved_loss(args, name: str):
+def resolved_config(args, name: str):
     """The resolved config of candidate ``name`` (type-checked now, before anything trains)."""
-    from obbdet.config import resolve_config
-
     return resolve_config(args.config, [*args.overrides, *CANDIDATES[name]])
-
-
-def is_default(cfg) -> bool:
-    from obbdet.config import LossConfig
-
-    return cfg.loss == LossConfig()
 
 
 def make_test_set(args, work: Path, scene_size: int) -> Path:
@@ -187,7 +188,8 @@ def check_work_dir(args, work: Path) -> None:
         path.write_text(json.dumps(setup, indent=1))
 
 
-def table(rows: dict, configs: dict, inference: list[str]) -> str:
+def table(rows: dict, configs: dict, inference: list[str], default) -> str:
+    """The comparison; ``default``: the config ``train.py`` resolves without a candidate's overrides."""
     header = (f"{'candidate':<16}{'inference':<10}" + "".join(f"{'mAP' + t:>10}" for t in THRESHOLDS)
               + f"{'train min':>11}{'detect s':>10}{'x nms':>7}")
     lines = [header, "-" * len(header)]
@@ -197,17 +199,17 @@ def table(rows: dict, configs: dict, inference: list[str]) -> str:
             if setting not in row["inference"]:
                 continue
             found = row["inference"][setting]
-            mark = "*" if is_default(configs[name]) and setting == DEFAULT_INFERENCE else " "
+            mark = "*" if configs[name] == default and setting == DEFAULT_INFERENCE else " "
             ratio = f"{found['seconds'] / baseline:>7.2f}" if baseline else f"{'-':>7}"
             lines.append(f"{mark}{name:<15}{setting:<10}" + "".join(f"{found['map'][t]:>10.3f}" for t in THRESHOLDS)
                          + f"{row['minutes']:>11.1f}{found['seconds']:>10.0f}{ratio}")
-    lines.append("* the current defaults (obbdet.config.LossConfig, infer.py's default inference); x nms: detection "
+    lines.append("* the current defaults (train.py's config, infer.py's default inference); x nms: detection "
                  "time over the same checkpoint's plain-NMS run")
     return "\n".join(lines)
 
 
 def load_row(path: Path, name: str) -> dict:
-    """A candidate's stored result; refused when it was trained with other loss settings."""
+    """A candidate's stored result; refused when it was trained with other overrides."""
     row = json.loads(path.read_text())
     if row["overrides"] != CANDIDATES[name]:
         raise SystemExit(f"{path}: trained with {row['overrides']}, but {name} is now {CANDIDATES[name]}; delete it "
@@ -219,7 +221,7 @@ def load_row(path: Path, name: str) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    configs = {name: resolved_loss(args, name) for name in args.names}
+    configs = {name: resolved_config(args, name) for name in args.names}
     work = Path(args.work_dir).resolve()
     check_work_dir(args, work)
     scene_size = next(iter(configs.values())).data.synthetic_size
@@ -248,7 +250,8 @@ def main(argv=None) -> int:
                 result_path.write_text(json.dumps(rows[name], indent=1))
     print(f"\nmAP on {args.test_scenes} synthetic test scenes (seed {TEST_SEED}), training seed {args.seed}, "
           f"config {args.config or 'quickstart'} {' '.join(args.overrides)}")
-    print(table({name: rows[name] for name in args.names if name in rows}, configs, args.inference))
+    default = resolve_config(args.config, args.overrides)
+    print(table({name: rows[name] for name in args.names if name in rows}, configs, args.inference, default))
     if skipped:
         print(f"not run within --budget-minutes {args.budget_minutes:g}: {', '.join(skipped)} (run again to continue)")
     return 0
