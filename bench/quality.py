@@ -7,8 +7,8 @@ set with each inference setting, compare mAP at strict IoU.
     python bench/quality.py --config tiny --test-scenes 5 train.epochs=1   # smoke run of the whole path
 
 Each candidate is one ``python train.py quality-<name> <seed>`` run with the same config (``--config``, default
-the quickstart defaults), the same seed and its own overrides (``CANDIDATES``) (the ``key=value`` arguments given here
-apply to every candidate). A fixed test set of ``--test-scenes`` synthetic scenes (``tools/make_synthetic.py
+the quickstart defaults), the same seed and its own overrides (``CANDIDATES``; the ``key=value`` arguments
+given here apply to every candidate). A fixed test set of ``--test-scenes`` synthetic scenes (``tools/make_synthetic.py
 --split test --seed 4242``, a split and seed training never uses, at the training scenes' size) is detected
 with ``infer.py`` and each run's best checkpoint at the scenes' own resolution, once per inference setting
 (``INFERENCE``: plain NMS, NMS + box voting, and box voting over the eight flips and quarter turns of
@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from obbdet.config import resolve_config  # noqa: E402
+from obbdet.run_outputs import best_checkpoint  # noqa: E402
 
 TEST_SEED = 4242  # never a training seed: training scenes use data.synthetic_seed (0) with splits train / val
 THRESHOLDS = ("0.50", "0.75", "0.85", "0.90", "0.95", "50-95")
@@ -129,8 +130,6 @@ def make_test_set(args, work: Path, scene_size: int) -> Path:
 
 
 def _best_checkpoint(run_dir: Path) -> Path:
-    from obbdet.run_outputs import best_checkpoint
-
     found = best_checkpoint(run_dir)
     if found is None:
         raise RuntimeError(f"{run_dir}: no best-checkpoint-*epoch.pt (did the training evaluate?)")

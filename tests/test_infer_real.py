@@ -19,8 +19,8 @@ from obbdet.boxes import xywha_to_poly
 from obbdet.cli import infer as infer_cli
 from obbdet.formats import read_obb_json
 from obbdet.inference import InferenceOptions, plan_tiles, rescale_factor, scale_xywha
-from obbdet.run_outputs import best_checkpoint
 from obbdet.iou import box_iou_rotated
+from obbdet.run_outputs import best_checkpoint
 from tests.infer_support import bad_input_folder, detect_image
 
 
